@@ -1,0 +1,173 @@
+//! The command line as clap sees it: raw options, value syntax, help text.
+//!
+//! This module only checks the *form* of each value (an octal umask, a
+//! `NAME=VALUE` pair, a descriptor number). Anything that touches the system
+//! (paths, users, descriptors being open) is resolved later by `plan`. The man
+//! page and the shell completions are generated from [`command`].
+
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgAction, CommandFactory, Parser};
+
+const ABOUT: &str = "Run a command as a Unix daemon, and report whether it started";
+
+const LONG_ABOUT: &str = "\
+Run COMMAND as a proper Unix daemon: double fork with setsid, no controlling \
+terminal, cwd '/', a known umask, stdin on /dev/null, output appended to log \
+files, default signal dispositions and no inherited descriptors beyond those \
+asked for.
+
+daemonize returns only once COMMAND has been executed (or, with --wait-ready \
+or --ready-fd, once it has declared itself ready). Any failure on the way is \
+reported on standard error, and the exit status says which kind: 125 for a \
+setup failure, 126 if COMMAND cannot be executed, 127 if it is not found.";
+
+const EXAMPLES: &str = "\
+Examples:
+  daemonize -- mysqld --foo
+  daemonize -c /srv/app -o /var/log/app.log -E RUST_LOG=info -- ./server --port 8080
+  daemonize -p /run/app.pid -o /var/log/app.log -- app --serve
+  daemonize -p /run/app.pid --status
+  daemonize -p /run/app.pid --stop --signal INT --timeout 30";
+
+/// Raw options. See SPEC.md for the contract behind each one.
+#[derive(Parser, Debug)]
+#[command(
+    name = "daemonize",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = EXAMPLES,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Working directory of the daemon
+    #[arg(short = 'c', long, value_name = "DIR", default_value = "/")]
+    pub chdir: PathBuf,
+
+    /// File-mode creation mask of the daemon, in octal (022, 0o027, 0077)
+    #[arg(short = 'm', long, value_name = "MODE", default_value = "022", value_parser = parse_umask)]
+    pub umask: u32,
+
+    /// Append the daemon's standard output to FILE [default: /dev/null]
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub stdout: Option<PathBuf>,
+
+    /// Append the daemon's standard error to FILE [default: the --stdout file, else /dev/null]
+    #[arg(short = 'e', long, value_name = "FILE")]
+    pub stderr: Option<PathBuf>,
+
+    /// Append to the output files (the default; kept for bmc/daemonize scripts)
+    #[arg(short = 'a', long)]
+    pub append: bool,
+
+    /// Truncate the output files instead of appending
+    #[arg(long, conflicts_with = "append")]
+    pub truncate: bool,
+
+    /// Set NAME to VALUE in the daemon's environment (repeatable)
+    #[arg(short = 'E', long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    pub env: Vec<(OsString, OsString)>,
+
+    /// Inherited descriptors above 2 to leave open (repeatable); all others are closed
+    #[arg(long, value_name = "FD[,FD...]", value_delimiter = ',', value_parser = parse_keep_fd)]
+    pub keep_fds: Vec<RawFd>,
+
+    /// Trace each step to standard error (-vv for more; DAEMONIZE_LOG overrides)
+    #[arg(short = 'v', long, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// The program to run, searched in PATH, and its arguments
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        num_args = 1..,
+        required = true,
+        value_parser = clap::builder::OsStringValueParser::new()
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// The clap definition, for the man page and completion generators.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Parses `std::env::args_os()`. On `--help`/`--version` prints and returns
+/// exit 0; on a usage error prints one line and returns exit 125 (clap's own
+/// default of 2 would collide with what scripts expect from `env`-like tools).
+pub fn parse() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|err| {
+        use clap::error::ErrorKind;
+        match err.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                let _ = err.print();
+                ExitCode::SUCCESS
+            }
+            _ => {
+                eprintln!("daemonize: {} (try 'daemonize --help')", usage_line(&err));
+                ExitCode::from(crate::error::EXIT_FAILURE)
+            }
+        }
+    })
+}
+
+/// The first paragraph of clap's message on one line, without `error: `
+/// (clap puts the names of missing arguments on indented lines below).
+fn usage_line(err: &clap::Error) -> String {
+    let text = err.to_string();
+    let paragraph: Vec<&str> = text
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let line = paragraph.join(" ");
+    line.strip_prefix("error: ").unwrap_or(&line).to_owned()
+}
+
+/// Octal, with or without a leading `0` or `0o`: `22`, `022`, `0o027`.
+pub fn parse_umask(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    let valid = !digits.is_empty() && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if valid && mode <= 0o777 => Ok(mode),
+        _ => Err("expected an octal mode from 000 to 777, like 022 or 0o027".into()),
+    }
+}
+
+/// `NAME=VALUE`, split at the first `=`; NAME must not be empty. Bytes, not
+/// UTF-8: environment values are arbitrary on Unix.
+fn parse_env(s: &str) -> Result<(OsString, OsString), String> {
+    let bytes = s.as_bytes();
+    match bytes.iter().position(|&b| b == b'=') {
+        Some(i) if i > 0 => Ok((
+            std::ffi::OsStr::from_bytes(&bytes[..i]).to_owned(),
+            std::ffi::OsStr::from_bytes(&bytes[i + 1..]).to_owned(),
+        )),
+        Some(_) => Err("the variable name is empty".into()),
+        None => Err("expected NAME=VALUE".into()),
+    }
+}
+
+/// A descriptor number above 2: 0-2 are always set up by daemonize itself.
+fn parse_keep_fd(s: &str) -> Result<RawFd, String> {
+    match s.trim().parse::<RawFd>() {
+        Ok(fd) if fd > 2 => Ok(fd),
+        Ok(_) => Err("descriptors 0, 1 and 2 are always redirected; name descriptors above 2".into()),
+        Err(_) => Err("expected a descriptor number like 3 or 3,4".into()),
+    }
+}
+
+/// Non-negative seconds, fractions allowed: `10`, `0.5`.
+#[allow(dead_code)]
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| "expected a number of seconds, like 10 or 0.5".into())
+}

@@ -1,0 +1,347 @@
+//! The fork boundary: the double fork, the daemon's setup, and `execvp`.
+//!
+//! This is the only module allowed `unsafe`. It receives a finished
+//! [`Plan`] and turns it into raw pointers *before* forking. After `fork()`
+//! the children call only async-signal-safe syscalls through `libc`: no
+//! allocation, no formatting, no `tracing`, no locks, no panicking paths, no
+//! NSS, and not `nix::unistd::execvp` (it allocates, nix#555). Failures are
+//! written to the report channel as fixed-size records and the process
+//! `_exit`s; the original process turns them into messages (`report`).
+//!
+//! The shape follows systemd daemon(7) and Stevens (APUE 13.3): fork, setsid
+//! in the child, fork again so the daemon is not a session leader and can
+//! never acquire a controlling terminal, and let the intermediate exit.
+
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::ptr;
+
+use anyhow::Context;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::libc::{self, c_char, c_int, c_uint};
+use nix::unistd::{Pid, pipe2};
+
+use crate::plan::Plan;
+use crate::report::{RECORD_LEN, Stage, encode};
+
+unsafe extern "C" {
+    /// The process environment that `execvp` passes on (POSIX `environ`).
+    static mut environ: *const *const c_char;
+}
+
+/// The processes started by [`spawn`], seen from the original process.
+pub struct Spawned {
+    /// The intermediate child: the original process must reap it.
+    pub intermediate: Pid,
+    /// Read end of the report channel (see `report`).
+    pub report: OwnedFd,
+}
+
+/// An output file for `open(2)` in the daemon.
+#[derive(Clone, Copy)]
+struct RawOutput {
+    path: *const c_char,
+    flags: c_int,
+}
+
+/// Everything the children read, as raw values and pointers into `Plan`,
+/// which outlives the fork in the parent and is copied into the children.
+struct ChildArgs<'a> {
+    report: c_int,
+    argv: &'a [*const c_char],
+    envp: &'a [*const c_char],
+    chdir: *const c_char,
+    umask: libc::mode_t,
+    dev_null: c_int,
+    stdout: Option<RawOutput>,
+    stderr: Option<RawOutput>,
+    /// Descriptors above 2 that survive into the daemon, sorted ascending.
+    keep: &'a [c_int],
+}
+
+/// Forks the intermediate child, which forks the daemon. Returns in the
+/// original process only; the children end in `execvp` or `_exit`.
+pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
+    let (report_r, report_w) =
+        pipe2(OFlag::O_CLOEXEC).context("cannot create the report pipe")?;
+
+    let mut keep: Vec<c_int> = plan.keep_fds.clone();
+    keep.push(report_w.as_raw_fd());
+    keep.sort_unstable();
+    keep.dedup();
+    let argv = null_terminated(plan.argv.iter().map(|a| a.as_ptr()));
+    let envp = null_terminated(plan.envp.iter().map(|e| e.as_ptr()));
+    let raw_output = |file: &crate::output::OutputFile| RawOutput {
+        path: file.c_path.as_ptr(),
+        flags: file.flags.bits(),
+    };
+    let args = ChildArgs {
+        report: report_w.as_raw_fd(),
+        argv: &argv,
+        envp: &envp,
+        chdir: plan.c_chdir.as_ptr(),
+        umask: plan.umask,
+        dev_null: plan.dev_null.as_raw_fd(),
+        stdout: plan.outputs.stdout.as_ref().map(raw_output),
+        stderr: plan.outputs.stderr.as_ref().map(raw_output),
+        keep: &keep,
+    };
+
+    tracing::debug!(kept = ?keep, "forking");
+    // SAFETY: the process is single-threaded (no runtime or logging thread
+    // exists), so the child cannot inherit a lock held by another thread. The
+    // child runs only `intermediate`, which makes async-signal-safe calls on
+    // data prepared above and never returns.
+    match unsafe { libc::fork() } {
+        -1 => Err(Errno::last()).context("cannot fork"),
+        0 => intermediate(&args),
+        pid => {
+            drop(report_w);
+            Ok(Spawned {
+                intermediate: Pid::from_raw(pid),
+                report: report_r,
+            })
+        }
+    }
+}
+
+fn null_terminated(ptrs: impl Iterator<Item = *const c_char>) -> Vec<*const c_char> {
+    ptrs.chain(std::iter::once(ptr::null())).collect()
+}
+
+/// The intermediate child: a new session, one more fork, report the PID,
+/// exit. It is a session leader, so it must not open anything.
+fn intermediate(args: &ChildArgs) -> ! {
+    // SAFETY: setsid has no memory effects; we are not a group leader since
+    // we were just forked.
+    if unsafe { libc::setsid() } == -1 {
+        fail(args.report, Stage::Setsid);
+    }
+    // SAFETY: as in `spawn`: still single-threaded, and the child only runs
+    // `daemon`, which is async-signal-safe and never returns.
+    match unsafe { libc::fork() } {
+        -1 => fail(args.report, Stage::Fork),
+        0 => daemon(args),
+        pid => {
+            send(args.report, Stage::Pid, pid);
+            // SAFETY: _exit ends the process without running atexit handlers
+            // or flushing stdio buffers that belong to the original process.
+            unsafe { libc::_exit(0) }
+        }
+    }
+}
+
+/// The daemon: SPEC.md detach steps 4 to 6 and 8, in order.
+fn daemon(args: &ChildArgs) -> ! {
+    let report = args.report;
+    // SAFETY (whole block): each call is an async-signal-safe syscall whose
+    // pointer arguments are NUL-terminated strings or NULL-terminated arrays
+    // owned by the Plan, which was built before fork and is never freed here.
+    unsafe {
+        libc::umask(args.umask);
+        if libc::chdir(args.chdir) == -1 {
+            fail(report, Stage::Chdir);
+        }
+        if libc::dup2(args.dev_null, 0) == -1 {
+            fail(report, Stage::Stdin);
+        }
+        redirect(report, 1, args.stdout, args.dev_null, Stage::Stdout);
+        match (args.stderr, args.stdout) {
+            (Some(file), _) => redirect(report, 2, Some(file), args.dev_null, Stage::Stderr),
+            (None, Some(_)) => {
+                if libc::dup2(1, 2) == -1 {
+                    fail(report, Stage::Stderr);
+                }
+            }
+            (None, None) => redirect(report, 2, None, args.dev_null, Stage::Stderr),
+        }
+    }
+    if !close_inherited(args.keep) {
+        fail(report, Stage::CloseFds);
+    }
+    if !reset_signals() {
+        fail(report, Stage::Signals);
+    }
+    // SAFETY: `environ` is only read by execvp below; argv and envp are
+    // NULL-terminated arrays of NUL-terminated strings kept alive by the
+    // Plan. execvp only returns on failure.
+    unsafe {
+        environ = args.envp.as_ptr();
+        libc::execvp(args.argv[0], args.argv.as_ptr());
+    }
+    fail(report, Stage::Exec)
+}
+
+/// Points `target` (1 or 2) at a freshly opened file, or at `/dev/null`.
+///
+/// # Safety
+/// `file.path` must be a valid NUL-terminated string.
+unsafe fn redirect(report: c_int, target: c_int, file: Option<RawOutput>, dev_null: c_int, stage: Stage) {
+    // SAFETY: the caller guarantees the path; open/dup2/close are
+    // async-signal-safe and take plain integers otherwise.
+    unsafe {
+        let fd = match file {
+            Some(f) => libc::open(f.path, f.flags, crate::output::OutputFile::MODE as c_uint),
+            None => dev_null,
+        };
+        if fd == -1 || libc::dup2(fd, target) == -1 {
+            fail(report, stage);
+        }
+        if file.is_some() {
+            libc::close(fd);
+        }
+    }
+}
+
+/// Closes every descriptor above 2 except `keep` (sorted): `close_range(2)`
+/// over the gaps, in constant time whatever RLIMIT_NOFILE is. Kernels
+/// before 5.9 lack it; then `/proc/self/fd` is listed with a stack buffer.
+fn close_inherited(keep: &[c_int]) -> bool {
+    let mut low: c_uint = 3;
+    for &fd in keep {
+        let fd = fd as c_uint;
+        if fd > low && !close_range(low, fd - 1) {
+            return close_listed(keep);
+        }
+        low = low.max(fd.saturating_add(1));
+    }
+    close_range(low, c_uint::MAX) || close_listed(keep)
+}
+
+fn close_range(low: c_uint, high: c_uint) -> bool {
+    // SAFETY: close_range only closes descriptors; none of them backs memory
+    // that this process still uses (the Plan holds no open files we read).
+    unsafe { libc::syscall(libc::SYS_close_range, low, high, 0 as c_uint) == 0 }
+}
+
+/// The fallback for [`close_inherited`], reading `/proc/self/fd` with raw
+/// `getdents64` into a stack buffer (opendir would allocate).
+fn close_listed(keep: &[c_int]) -> bool {
+    // SAFETY: the path is a static C string literal.
+    let dir = unsafe {
+        libc::open(
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dir == -1 {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: the kernel writes at most buf.len() bytes into buf.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
+        if n <= 0 {
+            // SAFETY: closing our own directory descriptor.
+            unsafe { libc::close(dir) };
+            return n == 0;
+        }
+        // linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name.
+        let mut offset = 0usize;
+        while offset < n as usize {
+            let Some(&[lo, hi]) = buf.get(offset + 16..offset + 18) else { break };
+            let reclen = u16::from_ne_bytes([lo, hi]) as usize;
+            let name = buf.get(offset + 19..offset + reclen).unwrap_or(&[]);
+            if let Some(fd) = parse_fd(name)
+                && fd > 2
+                && fd != dir
+                && !keep.contains(&fd)
+            {
+                // SAFETY: closing an inherited descriptor nothing here uses.
+                unsafe { libc::close(fd) };
+            }
+            if reclen == 0 {
+                break;
+            }
+            offset += reclen;
+        }
+    }
+}
+
+/// Parses a NUL-terminated decimal name; `None` for `.` and `..`.
+fn parse_fd(name: &[u8]) -> Option<c_int> {
+    let mut fd: c_int = 0;
+    let mut digits = 0;
+    for &b in name {
+        match b {
+            0 => break,
+            b'0'..=b'9' => {
+                fd = fd.checked_mul(10)?.checked_add((b - b'0') as c_int)?;
+                digits += 1;
+            }
+            _ => return None,
+        }
+    }
+    (digits > 0).then_some(fd)
+}
+
+/// Every disposition back to `SIG_DFL` (the Rust runtime ignores SIGPIPE,
+/// `nohup` leaves SIGHUP ignored, and ignored signals survive exec), and an
+/// empty signal mask.
+fn reset_signals() -> bool {
+    for signal in 1..libc::SIGRTMAX() + 1 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL is async-signal-safe and involves no
+        // handler code. Signals glibc reserves for itself fail harmlessly.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+    // SAFETY: `set` is a local sigset_t initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, ptr::null_mut()) == 0
+    }
+}
+
+/// Writes one record; a write error cannot be reported anywhere, so it is
+/// ignored (the parent then sees a missing PID or a clean EOF).
+fn send(report: c_int, stage: Stage, value: c_int) {
+    let record = encode(stage, value);
+    // SAFETY: `record` is a live stack buffer of RECORD_LEN bytes.
+    unsafe { libc::write(report, record.as_ptr().cast(), RECORD_LEN) };
+}
+
+/// Reports `stage` with the current errno and exits.
+fn fail(report: c_int, stage: Stage) -> ! {
+    send(report, stage, Errno::last_raw());
+    // SAFETY: see `intermediate`: _exit skips the parent's atexit handlers.
+    unsafe { libc::_exit(127) }
+}
+
+/// Whether `fd` is an open descriptor in this process.
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor flags; any integer is a
+    // valid argument and a closed one yields EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// SPEC.md step 1: descriptors 0, 1 and 2 are occupied (with `/dev/null`)
+/// before anything else is opened, so no file ever lands on them by accident.
+pub fn occupy_stdio() -> anyhow::Result<()> {
+    for fd in 0..3 {
+        if !fd_is_open(fd) {
+            let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())
+                .context("cannot open '/dev/null'")?;
+            // The lowest free descriptor is `fd` itself: keep it open for good.
+            std::mem::forget(null);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_fd;
+
+    #[test]
+    fn parses_proc_fd_names() {
+        assert_eq!(parse_fd(b"17\0\0"), Some(17));
+        assert_eq!(parse_fd(b".\0"), None);
+        assert_eq!(parse_fd(b"..\0"), None);
+        assert_eq!(parse_fd(b"\0"), None);
+    }
+}

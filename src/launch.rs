@@ -1,0 +1,46 @@
+//! The original process's side of a start: spawn, collect the report, reap
+//! the intermediate child, and decide the exit status. It returns only once
+//! the daemon has exec'd, or once it knows which step failed and why.
+
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+use crate::detach;
+use crate::error::Failure;
+use crate::plan::Plan;
+use crate::report::{self, Outcome};
+
+pub fn start(plan: &Plan) -> Result<ExitCode, Failure> {
+    // As a subreaper, the original process inherits the daemon when the
+    // intermediate child exits, so a daemon that fails before exec is reaped
+    // here instead of lingering as a zombie until init gets round to it.
+    if let Err(errno) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::debug!(%errno, "cannot become a child subreaper");
+    }
+    let spawned = detach::spawn(plan)?;
+    tracing::debug!(pid = spawned.intermediate.as_raw(), "intermediate child forked");
+    let outcome = Outcome::read(spawned.report);
+    reap(spawned.intermediate);
+    let outcome = outcome?;
+
+    if let Some((stage, errno)) = outcome.failure {
+        if let Some(pid) = outcome.pid {
+            reap(pid);
+        }
+        tracing::debug!(?stage, %errno, "start failed");
+        return Err(report::describe(plan, stage, errno));
+    }
+    let pid = outcome
+        .pid
+        .ok_or_else(|| anyhow!("the intermediate child exited without starting the daemon"))?;
+    tracing::info!(pid = pid.as_raw(), command = %plan.command(), "daemon started");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for a child that is known to be exiting, retrying on EINTR.
+fn reap(pid: Pid) {
+    while let Err(nix::errno::Errno::EINTR) = waitpid(pid, None) {}
+}

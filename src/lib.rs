@@ -1,0 +1,32 @@
+//! daemonize: run a command as a Unix daemon and report whether it started.
+//!
+//! Where things live:
+//! - `cli`: the clap definition and value syntax (also feeds man/ and completions/);
+//! - `plan`: the command line resolved into a launch plan, before fork;
+//! - `output`: the daemon's log files;
+//! - `detach`: the double fork and exec, the only `unsafe` code;
+//! - `report`: the child-to-parent failure records and their messages;
+//! - `launch`: the original process's side of a start;
+//! - `error`, `logging`: exit codes and diagnostics.
+
+#![deny(unsafe_code)]
+
+pub mod cli;
+mod detach;
+mod error;
+mod launch;
+pub mod logging;
+mod output;
+mod plan;
+mod report;
+
+use std::process::ExitCode;
+
+pub use error::Failure;
+
+/// Runs one invocation; `main` prints a failure and exits with its code.
+pub fn run(cli: cli::Cli) -> Result<ExitCode, Failure> {
+    detach::occupy_stdio()?;
+    let plan = plan::Plan::new(&cli)?;
+    launch::start(&plan)
+}

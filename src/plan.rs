@@ -1,0 +1,136 @@
+//! The launch plan: the command line resolved into everything the fork code
+//! needs, with every fallible and allocating step already done.
+//!
+//! `argv` and `envp` are `CString`s, paths are absolute `CString`s, the
+//! descriptors to keep are checked and sorted, `/dev/null` is open. The fork
+//! code in `detach` only reads a finished `Plan`; nothing in here may be
+//! called after `fork()`.
+
+use std::collections::BTreeSet;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use nix::fcntl::{OFlag, open};
+use nix::sys::stat::Mode;
+
+use crate::cli::Cli;
+use crate::detach;
+use crate::output::Outputs;
+
+#[derive(Debug)]
+pub struct Plan {
+    /// COMMAND and its arguments; `argv[0]` is what `execvp` searches.
+    pub argv: Vec<CString>,
+    /// The daemon's whole environment, `NAME=VALUE`.
+    pub envp: Vec<CString>,
+    /// Working directory, as given (relative to the caller's cwd).
+    pub chdir: PathBuf,
+    pub c_chdir: CString,
+    pub umask: nix::libc::mode_t,
+    pub outputs: Outputs,
+    /// `/dev/null`, read-write, close-on-exec: the daemon's stdin and any
+    /// output not sent to a file.
+    pub dev_null: OwnedFd,
+    /// Inherited descriptors the user asked to keep, sorted, all open.
+    pub keep_fds: Vec<RawFd>,
+}
+
+impl Plan {
+    pub fn new(cli: &Cli) -> anyhow::Result<Plan> {
+        let argv = cli
+            .command
+            .iter()
+            .map(|arg| cstring(arg, "argument"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let envp = environment(std::env::vars_os(), &cli.env)?;
+        let keep_fds = keep_fds(&cli.keep_fds)?;
+        let outputs = Outputs::new(cli.stdout.as_deref(), cli.stderr.as_deref(), cli.truncate)?;
+        let dev_null = open(
+            "/dev/null",
+            OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+            Mode::empty(),
+        )
+        .context("cannot open '/dev/null'")?;
+        tracing::debug!(command = ?cli.command, env_overrides = cli.env.len(), ?keep_fds, "plan ready");
+        Ok(Plan {
+            argv,
+            envp,
+            c_chdir: cstring(cli.chdir.as_os_str(), "--chdir directory")?,
+            chdir: cli.chdir.clone(),
+            umask: cli.umask as nix::libc::mode_t,
+            outputs,
+            dev_null,
+            keep_fds,
+        })
+    }
+
+    /// COMMAND as the user typed it, for messages.
+    pub fn command(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.argv[0].as_bytes())
+    }
+}
+
+fn cstring(s: &OsStr, what: &str) -> anyhow::Result<CString> {
+    CString::new(s.as_bytes())
+        .with_context(|| format!("{what} '{}' contains a NUL byte", s.to_string_lossy()))
+}
+
+/// The inherited environment with each `-E NAME=VALUE` applied on top, in
+/// order: a later `-E` for the same name wins, an inherited variable keeps
+/// its place.
+fn environment(
+    inherited: impl Iterator<Item = (OsString, OsString)>,
+    overrides: &[(OsString, OsString)],
+) -> anyhow::Result<Vec<CString>> {
+    let mut vars: Vec<(OsString, OsString)> = inherited.collect();
+    for (name, value) in overrides {
+        match vars.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value.clone(),
+            None => vars.push((name.clone(), value.clone())),
+        }
+    }
+    vars.into_iter()
+        .map(|(name, value)| {
+            let mut entry = name.into_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            CString::new(entry).context("environment variable contains a NUL byte")
+        })
+        .collect()
+}
+
+/// Each descriptor named by `--keep-fds` must be open now: keeping a closed
+/// one is almost certainly a mistake in the calling script.
+fn keep_fds(fds: &[RawFd]) -> anyhow::Result<Vec<RawFd>> {
+    let set: BTreeSet<RawFd> = fds.iter().copied().collect();
+    for &fd in &set {
+        if !detach::fd_is_open(fd) {
+            bail!("cannot keep descriptor {fd} (--keep-fds): it is not open");
+        }
+    }
+    Ok(set.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(s: &str) -> OsString {
+        s.into()
+    }
+
+    #[test]
+    fn env_overrides_replace_in_place_and_append_new_names() {
+        let inherited = vec![(os("A"), os("1")), (os("B"), os("2"))];
+        let env = environment(
+            inherited.into_iter(),
+            &[(os("B"), os("x=y")), (os("C"), os("")), (os("A"), os("3"))],
+        )
+        .unwrap();
+        let env: Vec<_> = env.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(env, ["A=3", "B=x=y", "C="]);
+    }
+}

@@ -1,0 +1,162 @@
+//! The report channel between the forked processes and the original one.
+//!
+//! A close-on-exec pipe carries fixed-size records of two native-endian
+//! 32-bit words: a [`Stage`] and a value (an errno, or for [`Stage::Pid`]
+//! the daemon's PID). Writes of 8 bytes are atomic on a pipe, so records from
+//! the intermediate child and the daemon never interleave. The children only
+//! call [`encode`]: no allocation, no formatting. Turning a record into a
+//! message with context is the original process's job ([`Outcome`]).
+//!
+//! End of file with no failure record means `execvp` succeeded: the last
+//! write end was closed by exec itself.
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+
+use anyhow::anyhow;
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+use crate::error::{EXIT_CANNOT_EXEC, EXIT_FAILURE, EXIT_NOT_FOUND, Failure};
+use crate::plan::Plan;
+
+/// Where a forked process was when it wrote a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Stage {
+    /// Not a failure: the intermediate child names the daemon it forked.
+    Pid = 1,
+    Setsid,
+    Fork,
+    Chdir,
+    Stdin,
+    Stdout,
+    Stderr,
+    CloseFds,
+    Signals,
+    Exec,
+}
+
+impl Stage {
+    const ALL: [Stage; 10] = [
+        Stage::Pid,
+        Stage::Setsid,
+        Stage::Fork,
+        Stage::Chdir,
+        Stage::Stdin,
+        Stage::Stdout,
+        Stage::Stderr,
+        Stage::CloseFds,
+        Stage::Signals,
+        Stage::Exec,
+    ];
+
+    fn from_u32(n: u32) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| *s as u32 == n)
+    }
+}
+
+pub const RECORD_LEN: usize = 8;
+
+/// Async-signal-safe: builds the record on the stack.
+pub const fn encode(stage: Stage, value: i32) -> [u8; RECORD_LEN] {
+    let s = (stage as u32).to_ne_bytes();
+    let v = value.to_ne_bytes();
+    [s[0], s[1], s[2], s[3], v[0], v[1], v[2], v[3]]
+}
+
+fn decode(record: [u8; RECORD_LEN]) -> Option<(Stage, i32)> {
+    let [s0, s1, s2, s3, v0, v1, v2, v3] = record;
+    let stage = Stage::from_u32(u32::from_ne_bytes([s0, s1, s2, s3]))?;
+    Some((stage, i32::from_ne_bytes([v0, v1, v2, v3])))
+}
+
+/// What the original process learned from the channel.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The daemon's PID, once the intermediate child forked it.
+    pub pid: Option<Pid>,
+    /// The first step that failed, and why.
+    pub failure: Option<(Stage, Errno)>,
+}
+
+impl Outcome {
+    /// Reads records until every write end is closed.
+    pub fn read(channel: OwnedFd) -> anyhow::Result<Outcome> {
+        let mut channel = std::fs::File::from(channel);
+        let mut outcome = Outcome::default();
+        loop {
+            let mut record = [0u8; RECORD_LEN];
+            match read_record(&mut channel, &mut record) {
+                Ok(false) => return Ok(outcome),
+                Ok(true) => {}
+                Err(e) => return Err(anyhow!(e).context("cannot read the daemon's report")),
+            }
+            match decode(record) {
+                Some((Stage::Pid, pid)) => outcome.pid = Some(Pid::from_raw(pid)),
+                Some((stage, errno)) => {
+                    outcome.failure.get_or_insert((stage, Errno::from_raw(errno)));
+                }
+                None => return Err(anyhow!("garbled report from the daemon: {record:?}")),
+            }
+        }
+    }
+}
+
+/// `Ok(false)` on a clean end of file between records.
+fn read_record(channel: &mut std::fs::File, record: &mut [u8; RECORD_LEN]) -> std::io::Result<bool> {
+    let mut filled = 0;
+    while filled < RECORD_LEN {
+        match channel.read(&mut record[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// The user-facing failure for a step that failed in a forked process.
+pub fn describe(plan: &Plan, stage: Stage, errno: Errno) -> Failure {
+    let context = match stage {
+        Stage::Pid => "internal error: PID record treated as a failure".to_owned(),
+        Stage::Setsid => "cannot create a new session (setsid)".to_owned(),
+        Stage::Fork => "cannot fork the daemon".to_owned(),
+        Stage::Chdir => format!("cannot change directory to '{}'", plan.chdir.display()),
+        Stage::Stdin => "cannot redirect standard input to '/dev/null'".to_owned(),
+        Stage::Stdout | Stage::Stderr => {
+            let file = match stage {
+                Stage::Stdout => plan.outputs.stdout.as_ref(),
+                _ => plan.outputs.stderr.as_ref(),
+            };
+            match file {
+                Some(file) => format!("cannot open log file '{}'", file.path.display()),
+                None => "cannot redirect output to '/dev/null'".to_owned(),
+            }
+        }
+        Stage::CloseFds => "cannot close inherited descriptors".to_owned(),
+        Stage::Signals => "cannot reset signal dispositions".to_owned(),
+        Stage::Exec => format!("cannot execute '{}'", plan.command()),
+    };
+    let code = match (stage, errno) {
+        (Stage::Exec, Errno::ENOENT) => EXIT_NOT_FOUND,
+        (Stage::Exec, _) => EXIT_CANNOT_EXEC,
+        _ => EXIT_FAILURE,
+    };
+    Failure::new(code, anyhow::Error::new(errno).context(context))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        for stage in Stage::ALL {
+            assert_eq!(decode(encode(stage, -7)), Some((stage, -7)));
+        }
+        assert_eq!(decode([0; RECORD_LEN]), None);
+    }
+}
