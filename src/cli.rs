@@ -27,13 +27,45 @@ or --ready-fd, once it has declared itself ready). Any failure on the way is \
 reported on standard error, and the exit status says which kind: 125 for a \
 setup failure, 126 if COMMAND cannot be executed, 127 if it is not found.";
 
-const EXAMPLES: &str = "\
-Examples:
-  daemonize -- mysqld --foo
-  daemonize -c /srv/app -o /var/log/app.log -E RUST_LOG=info -- ./server --port 8080
-  daemonize -p /run/app.pid -o /var/log/app.log -- app --serve
-  daemonize -p /run/app.pid --status
-  daemonize -p /run/app.pid --stop --signal INT --timeout 30";
+/// Extra sections of `--help` and of the man page, in order: (title, text).
+/// Plain text; the man page shows it unfilled.
+pub const SECTIONS: &[(&str, &str)] = &[
+    (
+        "EXAMPLES",
+        "\
+daemonize -- mysqld --foo
+daemonize -c /srv/app -o /var/log/app.log -E RUST_LOG=info -- ./server --port 8080
+x=$(daemonize -- long-job)      # returns as soon as long-job runs",
+    ),
+    (
+        "EXIT STATUS",
+        "\
+0    the daemon runs: COMMAND was executed
+125  daemonize failed: usage error or a setup step (chdir, log file, fork...)
+126  COMMAND was found but could not be executed
+127  COMMAND was not found",
+    ),
+];
+
+fn after_long_help() -> String {
+    SECTIONS
+        .iter()
+        .map(|(title, text)| {
+            let body: Vec<String> = text.lines().map(|l| format!("  {l}")).collect();
+            format!("{}:\n{}", title_case(title), body.join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+fn title_case(title: &str) -> String {
+    let lower = title.to_lowercase();
+    let mut chars = lower.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
 
 /// Raw options. See SPEC.md for the contract behind each one.
 #[derive(Parser, Debug)]
@@ -42,7 +74,8 @@ Examples:
     version,
     about = ABOUT,
     long_about = LONG_ABOUT,
-    after_help = EXAMPLES,
+    after_help = "Run 'daemonize --help' for examples and exit codes.",
+    after_long_help = after_long_help(),
     max_term_width = 100
 )]
 pub struct Cli {

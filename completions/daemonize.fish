@@ -1,0 +1,11 @@
+complete -c daemonize -s c -l chdir -d 'Working directory of the daemon' -r -F
+complete -c daemonize -s m -l umask -d 'File-mode creation mask of the daemon, in octal (022, 0o027, 0077)' -r
+complete -c daemonize -s o -l stdout -d 'Append the daemon\'s standard output to FILE [default: /dev/null]' -r -F
+complete -c daemonize -s e -l stderr -d 'Append the daemon\'s standard error to FILE [default: the --stdout file, else /dev/null]' -r -F
+complete -c daemonize -s E -l env -d 'Set NAME to VALUE in the daemon\'s environment (repeatable)' -r
+complete -c daemonize -l keep-fds -d 'Inherited descriptors above 2 to leave open (repeatable); all others are closed' -r
+complete -c daemonize -s a -l append -d 'Append to the output files (the default; kept for bmc/daemonize scripts)'
+complete -c daemonize -l truncate -d 'Truncate the output files instead of appending'
+complete -c daemonize -s v -l verbose -d 'Trace each step to standard error (-vv for more; DAEMONIZE_LOG overrides)'
+complete -c daemonize -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c daemonize -s V -l version -d 'Print version'
