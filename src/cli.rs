@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory, Parser};
+use nix::sys::signal::Signal;
 
 const ABOUT: &str = "Run a command as a Unix daemon, and report whether it started";
 
@@ -35,7 +36,10 @@ pub const SECTIONS: &[(&str, &str)] = &[
         "\
 daemonize -- mysqld --foo
 daemonize -c /srv/app -o /var/log/app.log -E RUST_LOG=info -- ./server --port 8080
-x=$(daemonize -- long-job)      # returns as soon as long-job runs",
+x=$(daemonize -- long-job)      # returns as soon as long-job runs
+daemonize -p /run/app.pid -o /var/log/app.log -- app --serve
+daemonize -p /run/app.pid --status
+daemonize -p /run/app.pid --stop --signal INT --timeout 30",
     ),
     (
         "EXIT STATUS",
@@ -43,7 +47,34 @@ x=$(daemonize -- long-job)      # returns as soon as long-job runs",
 0    the daemon runs: COMMAND was executed
 125  daemonize failed: usage error or a setup step (chdir, log file, fork...)
 126  COMMAND was found but could not be executed
-127  COMMAND was not found",
+127  COMMAND was not found
+
+With --status (LSB codes):
+0    running; the PID is printed
+1    not running, but the pidfile exists (stale)
+3    not running (no pidfile)
+4    unknown: the pidfile cannot be read or holds no PID
+
+With --stop:
+0    stopped, or was not running
+1    could not stop it (the reason is printed)",
+    ),
+    (
+        "PIDFILE AND LOCKS",
+        "\
+The pidfile is opened with O_NOFOLLOW (a symlink is refused, never
+followed), created 0644, and locked with flock(2) before the first fork.
+The locked descriptor is inherited by the daemon, so the lock lives exactly
+as long as the daemon. A second start while the lock is held exits 1 and
+names the running PID; a pidfile nobody holds a lock on is stale and is
+taken over. The PID is written before daemonize returns; after a failed
+start the pidfile is removed rather than left naming a dead process.
+
+--status and --stop decide \"running\" by the lock, not by kill(pid, 0), so
+a PID that was reused by another process after the daemon died is never
+reported or signalled. --stop opens a pidfd, confirms that the lock is still
+held and the PID unchanged, signals through the pidfd, and removes the
+pidfile once the daemon is gone and nobody holds the lock.",
     ),
 ];
 
@@ -111,6 +142,33 @@ pub struct Cli {
     #[arg(long, value_name = "FD[,FD...]", value_delimiter = ',', value_parser = parse_keep_fd)]
     pub keep_fds: Vec<RawFd>,
 
+    /// Write the daemon's PID to FILE and hold a lock on it while the daemon runs;
+    /// refuse to start a second instance
+    #[arg(short = 'p', long, value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+
+    /// Hold a lock on FILE while the daemon runs, without writing a PID
+    #[arg(short = 'l', long, value_name = "FILE")]
+    pub lockfile: Option<PathBuf>,
+
+    /// Report whether the daemon named by --pidfile runs (LSB codes: 0 running,
+    /// 1 stale pidfile, 3 not running, 4 unknown)
+    #[arg(long, requires = "pidfile", conflicts_with_all = ["stop", "command"])]
+    pub status: bool,
+
+    /// Stop the daemon named by --pidfile: send --signal, wait --timeout seconds,
+    /// then SIGKILL
+    #[arg(long, requires = "pidfile", conflicts_with = "command")]
+    pub stop: bool,
+
+    /// Signal for --stop, by name or number
+    #[arg(long, value_name = "SIG", default_value = "TERM", value_parser = parse_signal, requires = "stop")]
+    pub signal: Signal,
+
+    /// Seconds --stop waits before sending SIGKILL
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds, requires = "stop")]
+    pub timeout: Duration,
+
     /// Trace each step to standard error (-vv for more; DAEMONIZE_LOG overrides)
     #[arg(short = 'v', long, action = ArgAction::Count)]
     pub verbose: u8,
@@ -120,7 +178,7 @@ pub struct Cli {
         value_name = "COMMAND",
         trailing_var_arg = true,
         num_args = 1..,
-        required = true,
+        required_unless_present_any = ["status", "stop"],
         value_parser = clap::builder::OsStringValueParser::new()
     )]
     pub command: Vec<OsString>,
@@ -191,13 +249,29 @@ fn parse_env(s: &str) -> Result<(OsString, OsString), String> {
 fn parse_keep_fd(s: &str) -> Result<RawFd, String> {
     match s.trim().parse::<RawFd>() {
         Ok(fd) if fd > 2 => Ok(fd),
-        Ok(_) => Err("descriptors 0, 1 and 2 are always redirected; name descriptors above 2".into()),
+        Ok(_) => {
+            Err("descriptors 0, 1 and 2 are always redirected; name descriptors above 2".into())
+        }
         Err(_) => Err("expected a descriptor number like 3 or 3,4".into()),
     }
 }
 
+/// A signal by name (`TERM`, `SIGTERM`, `term`) or number (`15`).
+pub fn parse_signal(s: &str) -> Result<Signal, String> {
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    s.parse::<i32>()
+        .ok()
+        .and_then(|n| Signal::try_from(n).ok())
+        .or_else(|| name.parse::<Signal>().ok())
+        .ok_or_else(|| "expected a signal name like TERM or a number like 15".into())
+}
+
 /// Non-negative seconds, fractions allowed: `10`, `0.5`.
-#[allow(dead_code)]
 pub fn parse_seconds(s: &str) -> Result<Duration, String> {
     s.parse::<f64>()
         .ok()

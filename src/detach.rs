@@ -57,6 +57,8 @@ struct ChildArgs<'a> {
     dev_null: c_int,
     stdout: Option<RawOutput>,
     stderr: Option<RawOutput>,
+    /// Close-on-exec descriptors the daemon must inherit (the locks).
+    inherit: &'a [c_int],
     /// Descriptors above 2 that survive into the daemon, sorted ascending.
     keep: &'a [c_int],
 }
@@ -64,10 +66,11 @@ struct ChildArgs<'a> {
 /// Forks the intermediate child, which forks the daemon. Returns in the
 /// original process only; the children end in `execvp` or `_exit`.
 pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
-    let (report_r, report_w) =
-        pipe2(OFlag::O_CLOEXEC).context("cannot create the report pipe")?;
+    let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).context("cannot create the report pipe")?;
 
+    let inherit: Vec<c_int> = plan.locks.iter().map(|lock| lock.fd()).collect();
     let mut keep: Vec<c_int> = plan.keep_fds.clone();
+    keep.extend(&inherit);
     keep.push(report_w.as_raw_fd());
     keep.sort_unstable();
     keep.dedup();
@@ -86,6 +89,7 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
         dev_null: plan.dev_null.as_raw_fd(),
         stdout: plan.outputs.stdout.as_ref().map(raw_output),
         stderr: plan.outputs.stderr.as_ref().map(raw_output),
+        inherit: &inherit,
         keep: &keep,
     };
 
@@ -158,6 +162,12 @@ fn daemon(args: &ChildArgs) -> ! {
             (None, None) => redirect(report, 2, None, args.dev_null, Stage::Stderr),
         }
     }
+    for &fd in args.inherit {
+        // SAFETY: F_SETFD with 0 only clears FD_CLOEXEC on our own descriptor.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+            fail(report, Stage::CloseFds);
+        }
+    }
     if !close_inherited(args.keep) {
         fail(report, Stage::CloseFds);
     }
@@ -178,7 +188,13 @@ fn daemon(args: &ChildArgs) -> ! {
 ///
 /// # Safety
 /// `file.path` must be a valid NUL-terminated string.
-unsafe fn redirect(report: c_int, target: c_int, file: Option<RawOutput>, dev_null: c_int, stage: Stage) {
+unsafe fn redirect(
+    report: c_int,
+    target: c_int,
+    file: Option<RawOutput>,
+    dev_null: c_int,
+    stage: Stage,
+) {
     // SAFETY: the caller guarantees the path; open/dup2/close are
     // async-signal-safe and take plain integers otherwise.
     unsafe {
@@ -241,7 +257,9 @@ fn close_listed(keep: &[c_int]) -> bool {
         // linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name.
         let mut offset = 0usize;
         while offset < n as usize {
-            let Some(&[lo, hi]) = buf.get(offset + 16..offset + 18) else { break };
+            let Some(&[lo, hi]) = buf.get(offset + 16..offset + 18) else {
+                break;
+            };
             let reclen = u16::from_ne_bytes([lo, hi]) as usize;
             let name = buf.get(offset + 19..offset + reclen).unwrap_or(&[]);
             if let Some(fd) = parse_fd(name)
@@ -344,4 +362,33 @@ mod tests {
         assert_eq!(parse_fd(b"..\0"), None);
         assert_eq!(parse_fd(b"\0"), None);
     }
+}
+
+/// `pidfd_open(2)`: a handle on a process that stays bound to it even if
+/// its PID is reused later.
+pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor or
+    // -1; it touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0 as c_uint) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(2)`: signals exactly the process `pidfd` refers to.
+pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: nix::sys::signal::Signal) -> nix::Result<()> {
+    // SAFETY: a NULL siginfo asks the kernel to fill it in as kill(2) would;
+    // the descriptor is valid for the duration of the borrow.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as c_int,
+            ptr::null::<libc::siginfo_t>(),
+            0 as c_uint,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(Errno::last()) }
 }

@@ -5,8 +5,6 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-/// The daemon runs (or the control request succeeded).
-pub const EXIT_OK: u8 = 0;
 /// Another instance holds the pidfile or lockfile; also "could not stop".
 pub const EXIT_RUNNING: u8 = 1;
 /// daemonize itself failed: usage, a setup step, or the daemon died or timed

@@ -14,6 +14,16 @@ use crate::plan::Plan;
 use crate::report::{self, Outcome};
 
 pub fn start(plan: &Plan) -> Result<ExitCode, Failure> {
+    let started = spawn_and_confirm(plan);
+    if started.is_err() {
+        for lock in &plan.locks {
+            lock.discard();
+        }
+    }
+    started
+}
+
+fn spawn_and_confirm(plan: &Plan) -> Result<ExitCode, Failure> {
     // As a subreaper, the original process inherits the daemon when the
     // intermediate child exits, so a daemon that fails before exec is reaped
     // here instead of lingering as a zombie until init gets round to it.
@@ -21,7 +31,10 @@ pub fn start(plan: &Plan) -> Result<ExitCode, Failure> {
         tracing::debug!(%errno, "cannot become a child subreaper");
     }
     let spawned = detach::spawn(plan)?;
-    tracing::debug!(pid = spawned.intermediate.as_raw(), "intermediate child forked");
+    tracing::debug!(
+        pid = spawned.intermediate.as_raw(),
+        "intermediate child forked"
+    );
     let outcome = Outcome::read(spawned.report);
     reap(spawned.intermediate);
     let outcome = outcome?;
@@ -37,7 +50,21 @@ pub fn start(plan: &Plan) -> Result<ExitCode, Failure> {
         .pid
         .ok_or_else(|| anyhow!("the intermediate child exited without starting the daemon"))?;
     tracing::info!(pid = pid.as_raw(), command = %plan.command(), "daemon started");
+    if let Some(pidfile) = plan.pidfile()
+        && let Err(e) = pidfile.write_pid(pid)
+    {
+        // A daemon nobody can find is worse than none: take it back.
+        abort(pid);
+        return Err(e.into());
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Kills a daemon whose start failed after exec. It is our child (we are
+/// its subreaper and have not reaped it), so its PID cannot have been reused.
+fn abort(pid: Pid) {
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    reap(pid);
 }
 
 /// Waits for a child that is known to be exiting, retrying on EINTR.

@@ -4,6 +4,8 @@
 //! - `cli`: the clap definition and value syntax (also feeds man/ and completions/);
 //! - `plan`: the command line resolved into a launch plan, before fork;
 //! - `output`: the daemon's log files;
+//! - `pidfile`: the pidfile and lockfile, locked for single instance;
+//! - `control`: `--status` and `--stop`;
 //! - `detach`: the double fork and exec, the only `unsafe` code;
 //! - `report`: the child-to-parent failure records and their messages;
 //! - `launch`: the original process's side of a start;
@@ -12,11 +14,13 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+mod control;
 mod detach;
 mod error;
 mod launch;
 pub mod logging;
 mod output;
+mod pidfile;
 mod plan;
 mod report;
 
@@ -27,6 +31,11 @@ pub use error::Failure;
 /// Runs one invocation; `main` prints a failure and exits with its code.
 pub fn run(cli: cli::Cli) -> Result<ExitCode, Failure> {
     detach::occupy_stdio()?;
+    match (&cli.pidfile, cli.status, cli.stop) {
+        (Some(path), true, _) => return control::status(path),
+        (Some(path), _, true) => return control::stop(path, cli.signal, cli.timeout),
+        _ => {}
+    }
     let plan = plan::Plan::new(&cli)?;
     launch::start(&plan)
 }

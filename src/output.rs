@@ -36,11 +36,8 @@ impl OutputFile {
             .with_context(|| format!("cannot resolve log file path '{}'", path.display()))?;
         let c_path = CString::new(path.as_os_str().as_bytes())
             .with_context(|| format!("log file path '{}' contains a NUL byte", path.display()))?;
-        let mut flags = OFlag::O_WRONLY
-            | OFlag::O_CREAT
-            | OFlag::O_APPEND
-            | OFlag::O_NOCTTY
-            | OFlag::O_CLOEXEC;
+        let mut flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
         if truncate {
             flags |= OFlag::O_TRUNC;
         }

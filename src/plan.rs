@@ -18,7 +18,9 @@ use nix::sys::stat::Mode;
 
 use crate::cli::Cli;
 use crate::detach;
+use crate::error::Failure;
 use crate::output::Outputs;
+use crate::pidfile::{Kind, Lock};
 
 #[derive(Debug)]
 pub struct Plan {
@@ -36,10 +38,13 @@ pub struct Plan {
     pub dev_null: OwnedFd,
     /// Inherited descriptors the user asked to keep, sorted, all open.
     pub keep_fds: Vec<RawFd>,
+    /// Locked pidfile and lockfile, taken last so a refused start changes
+    /// nothing. Their descriptors are inherited by the daemon.
+    pub locks: Vec<Lock>,
 }
 
 impl Plan {
-    pub fn new(cli: &Cli) -> anyhow::Result<Plan> {
+    pub fn new(cli: &Cli) -> Result<Plan, Failure> {
         let argv = cli
             .command
             .iter()
@@ -54,8 +59,16 @@ impl Plan {
             Mode::empty(),
         )
         .context("cannot open '/dev/null'")?;
+        let mut locks = Vec::new();
+        if let Some(path) = &cli.pidfile {
+            locks.push(Lock::acquire(path, Kind::Pidfile)?);
+        }
+        if let Some(path) = &cli.lockfile {
+            locks.push(Lock::acquire(path, Kind::Lockfile)?);
+        }
         tracing::debug!(command = ?cli.command, env_overrides = cli.env.len(), ?keep_fds, "plan ready");
         Ok(Plan {
+            locks,
             argv,
             envp,
             c_chdir: cstring(cli.chdir.as_os_str(), "--chdir directory")?,
@@ -65,6 +78,11 @@ impl Plan {
             dev_null,
             keep_fds,
         })
+    }
+
+    /// The lock that holds the PID, if any.
+    pub fn pidfile(&self) -> Option<&Lock> {
+        self.locks.iter().find(|l| l.kind == Kind::Pidfile)
     }
 
     /// COMMAND as the user typed it, for messages.

@@ -95,7 +95,9 @@ impl Outcome {
             match decode(record) {
                 Some((Stage::Pid, pid)) => outcome.pid = Some(Pid::from_raw(pid)),
                 Some((stage, errno)) => {
-                    outcome.failure.get_or_insert((stage, Errno::from_raw(errno)));
+                    outcome
+                        .failure
+                        .get_or_insert((stage, Errno::from_raw(errno)));
                 }
                 None => return Err(anyhow!("garbled report from the daemon: {record:?}")),
             }
@@ -104,7 +106,10 @@ impl Outcome {
 }
 
 /// `Ok(false)` on a clean end of file between records.
-fn read_record(channel: &mut std::fs::File, record: &mut [u8; RECORD_LEN]) -> std::io::Result<bool> {
+fn read_record(
+    channel: &mut std::fs::File,
+    record: &mut [u8; RECORD_LEN],
+) -> std::io::Result<bool> {
     let mut filled = 0;
     while filled < RECORD_LEN {
         match channel.read(&mut record[filled..]) {
