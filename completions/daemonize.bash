@@ -23,7 +23,7 @@ _daemonize() {
 
     case "${cmd}" in
         daemonize)
-            opts="-c -m -o -e -a -E -v -h -V --chdir --umask --stdout --stderr --append --truncate --env --keep-fds --verbose --help --version"
+            opts="-c -m -o -e -a -E -p -l -v -h -V --chdir --umask --stdout --stderr --append --truncate --env --keep-fds --pidfile --lockfile --status --stop --signal --timeout --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -70,6 +70,30 @@ _daemonize() {
                     return 0
                     ;;
                 --keep-fds)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pidfile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --lockfile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -l)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --signal)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
