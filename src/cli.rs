@@ -151,6 +151,15 @@ pub struct Cli {
     #[arg(short = 'l', long, value_name = "FILE")]
     pub lockfile: Option<PathBuf>,
 
+    /// Run the daemon as USER (name or uid): its uid, primary group and
+    /// supplementary groups; root only
+    #[arg(short = 'u', long, value_name = "USER|UID")]
+    pub user: Option<String>,
+
+    /// Primary group of the daemon (name or gid) [default: the user's]
+    #[arg(short = 'g', long, value_name = "GROUP|GID")]
+    pub group: Option<String>,
+
     /// Report whether the daemon named by --pidfile runs (LSB codes: 0 running,
     /// 1 stale pidfile, 3 not running, 4 unknown)
     #[arg(long, requires = "pidfile", conflicts_with_all = ["stop", "command"])]

@@ -46,6 +46,14 @@ struct RawOutput {
     flags: c_int,
 }
 
+/// Ids for the privilege drop, resolved before fork.
+#[derive(Clone, Copy)]
+struct RawCreds<'a> {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: &'a [libc::gid_t],
+}
+
 /// Everything the children read, as raw values and pointers into `Plan`,
 /// which outlives the fork in the parent and is copied into the children.
 struct ChildArgs<'a> {
@@ -54,6 +62,7 @@ struct ChildArgs<'a> {
     envp: &'a [*const c_char],
     chdir: *const c_char,
     umask: libc::mode_t,
+    creds: Option<RawCreds<'a>>,
     dev_null: c_int,
     stdout: Option<RawOutput>,
     stderr: Option<RawOutput>,
@@ -68,6 +77,16 @@ struct ChildArgs<'a> {
 pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).context("cannot create the report pipe")?;
 
+    let groups: Vec<libc::gid_t> = plan
+        .creds
+        .iter()
+        .flat_map(|c| c.groups.iter().map(|g| g.as_raw()))
+        .collect();
+    let creds = plan.creds.as_ref().filter(|c| c.change).map(|c| RawCreds {
+        uid: c.uid.as_raw(),
+        gid: c.gid.as_raw(),
+        groups: &groups,
+    });
     let inherit: Vec<c_int> = plan.locks.iter().map(|lock| lock.fd()).collect();
     let mut keep: Vec<c_int> = plan.keep_fds.clone();
     keep.extend(&inherit);
@@ -86,6 +105,7 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
         envp: &envp,
         chdir: plan.c_chdir.as_ptr(),
         umask: plan.umask,
+        creds,
         dev_null: plan.dev_null.as_raw_fd(),
         stdout: plan.outputs.stdout.as_ref().map(raw_output),
         stderr: plan.outputs.stderr.as_ref().map(raw_output),
@@ -137,9 +157,14 @@ fn intermediate(args: &ChildArgs) -> ! {
     }
 }
 
-/// The daemon: SPEC.md detach steps 4 to 6 and 8, in order.
+/// The daemon: SPEC.md detach steps 7, 4, 5, 6 and 8. Privileges are
+/// dropped first, so the working directory and the log files are reached
+/// with the daemon's own credentials, never root's.
 fn daemon(args: &ChildArgs) -> ! {
     let report = args.report;
+    if let Some(creds) = args.creds {
+        drop_privileges(report, creds);
+    }
     // SAFETY (whole block): each call is an async-signal-safe syscall whose
     // pointer arguments are NUL-terminated strings or NULL-terminated arrays
     // owned by the Plan, which was built before fork and is never freed here.
@@ -182,6 +207,38 @@ fn daemon(args: &ChildArgs) -> ! {
         libc::execvp(args.argv[0], args.argv.as_ptr());
     }
     fail(report, Stage::Exec)
+}
+
+/// setgroups, then setresgid, then setresuid (the order std and every
+/// careful tool uses: after setuid we could no longer change groups). Raw
+/// syscalls: glibc's wrappers may signal other threads, and after fork there
+/// are none. Real, effective and saved ids all change; the filesystem ids
+/// follow the effective ones.
+fn drop_privileges(report: c_int, creds: RawCreds) {
+    // SAFETY: the group list is a live slice of gid_t prepared before fork;
+    // the other calls take integers only.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_setgroups,
+            creds.groups.len(),
+            creds.groups.as_ptr(),
+        ) == -1
+        {
+            fail(report, Stage::SetGroups);
+        }
+        if libc::syscall(libc::SYS_setresgid, creds.gid, creds.gid, creds.gid) == -1 {
+            fail(report, Stage::SetGid);
+        }
+        if libc::syscall(libc::SYS_setresuid, creds.uid, creds.uid, creds.uid) == -1 {
+            fail(report, Stage::SetUid);
+        }
+        // Belt and braces, as OpenSSH's permanently_set_uid does: if root
+        // can be had back, something is badly wrong; run nothing.
+        if creds.uid != 0 && libc::syscall(libc::SYS_setresuid, 0, 0, 0) != -1 {
+            send(report, Stage::Regain, 0);
+            libc::_exit(127);
+        }
+    }
 }
 
 /// Points `target` (1 or 2) at a freshly opened file, or at `/dev/null`.

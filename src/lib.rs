@@ -6,6 +6,7 @@
 //! - `output`: the daemon's log files;
 //! - `pidfile`: the pidfile and lockfile, locked for single instance;
 //! - `control`: `--status` and `--stop`;
+//! - `user`: `--user` and `--group` resolved to ids before fork;
 //! - `detach`: the double fork and exec, the only `unsafe` code;
 //! - `report`: the child-to-parent failure records and their messages;
 //! - `launch`: the original process's side of a start;
@@ -23,6 +24,7 @@ mod output;
 mod pidfile;
 mod plan;
 mod report;
+mod user;
 
 use std::process::ExitCode;
 
@@ -31,6 +33,7 @@ pub use error::Failure;
 /// Runs one invocation; `main` prints a failure and exits with its code.
 pub fn run(cli: cli::Cli) -> Result<ExitCode, Failure> {
     detach::occupy_stdio()?;
+    user::refuse_setid()?;
     match (&cli.pidfile, cli.status, cli.stop) {
         (Some(path), true, _) => return control::status(path),
         (Some(path), _, true) => return control::stop(path, cli.signal, cli.timeout),

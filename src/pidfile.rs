@@ -42,7 +42,12 @@ impl Kind {
 pub struct Lock {
     pub path: PathBuf,
     pub kind: Kind,
+    /// Read-write, close-on-exec: only this process writes the PID.
     file: File,
+    /// A read-only description of the same file that holds the lock and is
+    /// inherited by the daemon. Read-only, so a daemon running as another
+    /// user cannot rewrite the PID that root's `--stop` will signal.
+    lock: File,
 }
 
 impl Lock {
@@ -54,7 +59,8 @@ impl Lock {
         // try again on whatever the path names now.
         for _ in 0..100 {
             let file = open_or_create(path, kind)?;
-            match file.try_lock() {
+            let lock = reopen_read_only(&file).map_err(|e| open_error(path, kind, e))?;
+            match lock.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
                     return Err(already_running(path, kind, &file));
@@ -71,6 +77,7 @@ impl Lock {
                     path: path.to_owned(),
                     kind,
                     file,
+                    lock,
                 });
             }
         }
@@ -84,7 +91,7 @@ impl Lock {
 
     /// The locked descriptor, to be inherited by the daemon.
     pub fn fd(&self) -> RawFd {
-        self.file.as_raw_fd()
+        self.lock.as_raw_fd()
     }
 
     /// Writes `PID\n`: new content first, then truncate to its length, so a
@@ -104,6 +111,13 @@ impl Lock {
             remove_if_same(&self.path, &self.file);
         }
     }
+}
+
+/// A new open file description for the same inode, read-only, through
+/// `/proc/self/fd` (race-free, unlike opening the path again). Without
+/// /proc, the read-write description is shared instead.
+fn reopen_read_only(file: &File) -> io::Result<File> {
+    File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).or_else(|_| file.try_clone())
 }
 
 fn open_or_create(path: &Path, kind: Kind) -> Result<File, Failure> {

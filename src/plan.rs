@@ -21,6 +21,7 @@ use crate::detach;
 use crate::error::Failure;
 use crate::output::Outputs;
 use crate::pidfile::{Kind, Lock};
+use crate::user::{self, Credentials};
 
 #[derive(Debug)]
 pub struct Plan {
@@ -32,6 +33,8 @@ pub struct Plan {
     pub chdir: PathBuf,
     pub c_chdir: CString,
     pub umask: nix::libc::mode_t,
+    /// Who the daemon runs as; `None` keeps ours.
+    pub creds: Option<Credentials>,
     pub outputs: Outputs,
     /// `/dev/null`, read-write, close-on-exec: the daemon's stdin and any
     /// output not sent to a file.
@@ -50,7 +53,10 @@ impl Plan {
             .iter()
             .map(|arg| cstring(arg, "argument"))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let envp = environment(std::env::vars_os(), &cli.env)?;
+        let creds = user::resolve(cli.user.as_deref(), cli.group.as_deref())?;
+        let mut overrides = creds.as_ref().map(|c| c.env.clone()).unwrap_or_default();
+        overrides.extend(cli.env.iter().cloned());
+        let envp = environment(std::env::vars_os(), &overrides)?;
         let keep_fds = keep_fds(&cli.keep_fds)?;
         let outputs = Outputs::new(cli.stdout.as_deref(), cli.stderr.as_deref(), cli.truncate)?;
         let dev_null = open(
@@ -74,6 +80,7 @@ impl Plan {
             c_chdir: cstring(cli.chdir.as_os_str(), "--chdir directory")?,
             chdir: cli.chdir.clone(),
             umask: cli.umask as nix::libc::mode_t,
+            creds,
             outputs,
             dev_null,
             keep_fds,
@@ -83,6 +90,15 @@ impl Plan {
     /// The lock that holds the PID, if any.
     pub fn pidfile(&self) -> Option<&Lock> {
         self.locks.iter().find(|l| l.kind == Kind::Pidfile)
+    }
+
+    /// ` as user 'app'` when the daemon changes user, for messages about
+    /// steps it takes with its own credentials.
+    pub fn as_user(&self) -> String {
+        match &self.creds {
+            Some(c) if c.change => format!(" as user '{}'", c.shown),
+            _ => String::new(),
+        }
     }
 
     /// COMMAND as the user typed it, for messages.

@@ -28,6 +28,11 @@ pub enum Stage {
     Pid = 1,
     Setsid,
     Fork,
+    SetGroups,
+    SetGid,
+    SetUid,
+    /// Root could be regained after the drop: refuse to run anything.
+    Regain,
     Chdir,
     Stdin,
     Stdout,
@@ -38,10 +43,14 @@ pub enum Stage {
 }
 
 impl Stage {
-    const ALL: [Stage; 10] = [
+    const ALL: [Stage; 14] = [
         Stage::Pid,
         Stage::Setsid,
         Stage::Fork,
+        Stage::SetGroups,
+        Stage::SetGid,
+        Stage::SetUid,
+        Stage::Regain,
         Stage::Chdir,
         Stage::Stdin,
         Stage::Stdout,
@@ -129,7 +138,25 @@ pub fn describe(plan: &Plan, stage: Stage, errno: Errno) -> Failure {
         Stage::Pid => "internal error: PID record treated as a failure".to_owned(),
         Stage::Setsid => "cannot create a new session (setsid)".to_owned(),
         Stage::Fork => "cannot fork the daemon".to_owned(),
-        Stage::Chdir => format!("cannot change directory to '{}'", plan.chdir.display()),
+        Stage::SetGroups | Stage::SetGid | Stage::SetUid | Stage::Regain => {
+            let (uid, gid) = plan
+                .creds
+                .as_ref()
+                .map_or((0, 0), |c| (c.uid.as_raw(), c.gid.as_raw()));
+            match stage {
+                Stage::SetGroups => "cannot set the supplementary groups (setgroups)".to_owned(),
+                Stage::SetGid => format!("cannot change group to gid {gid} (setresgid)"),
+                Stage::SetUid => format!("cannot change user to uid {uid} (setresuid)"),
+                _ => format!(
+                    "refusing to run: root privileges could be regained after changing to uid {uid}"
+                ),
+            }
+        }
+        Stage::Chdir => format!(
+            "cannot change directory to '{}'{}",
+            plan.chdir.display(),
+            plan.as_user()
+        ),
         Stage::Stdin => "cannot redirect standard input to '/dev/null'".to_owned(),
         Stage::Stdout | Stage::Stderr => {
             let file = match stage {
@@ -137,7 +164,11 @@ pub fn describe(plan: &Plan, stage: Stage, errno: Errno) -> Failure {
                 _ => plan.outputs.stderr.as_ref(),
             };
             match file {
-                Some(file) => format!("cannot open log file '{}'", file.path.display()),
+                Some(file) => format!(
+                    "cannot open log file '{}'{}",
+                    file.path.display(),
+                    plan.as_user()
+                ),
                 None => "cannot redirect output to '/dev/null'".to_owned(),
             }
         }
