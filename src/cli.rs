@@ -160,6 +160,18 @@ pub struct Cli {
     #[arg(short = 'g', long, value_name = "GROUP|GID")]
     pub group: Option<String>,
 
+    /// Return only once the daemon sends READY=1 to $NOTIFY_SOCKET (sd_notify)
+    #[arg(long, conflicts_with = "ready_fd")]
+    pub wait_ready: bool,
+
+    /// Return only once the daemon writes a newline to descriptor FD (s6)
+    #[arg(long, value_name = "FD", value_parser = parse_ready_fd)]
+    pub ready_fd: Option<RawFd>,
+
+    /// Seconds to wait for readiness before stopping the daemon and failing
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_seconds)]
+    pub ready_timeout: Duration,
+
     /// Report whether the daemon named by --pidfile runs (LSB codes: 0 running,
     /// 1 stale pidfile, 3 not running, 4 unknown)
     #[arg(long, requires = "pidfile", conflicts_with_all = ["stop", "command"])]
@@ -262,6 +274,14 @@ fn parse_keep_fd(s: &str) -> Result<RawFd, String> {
             Err("descriptors 0, 1 and 2 are always redirected; name descriptors above 2".into())
         }
         Err(_) => Err("expected a descriptor number like 3 or 3,4".into()),
+    }
+}
+
+/// `--ready-fd`: above 2, since 0-2 are the daemon's standard streams.
+fn parse_ready_fd(s: &str) -> Result<RawFd, String> {
+    match s.trim().parse::<RawFd>() {
+        Ok(fd) if fd > 2 => Ok(fd),
+        _ => Err("expected a descriptor number above 2, like 3".into()),
     }
 }
 

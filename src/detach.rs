@@ -66,6 +66,8 @@ struct ChildArgs<'a> {
     dev_null: c_int,
     stdout: Option<RawOutput>,
     stderr: Option<RawOutput>,
+    /// `--ready-fd`: (pipe write end, FD) to install with dup2.
+    ready: Option<(c_int, c_int)>,
     /// Close-on-exec descriptors the daemon must inherit (the locks).
     inherit: &'a [c_int],
     /// Descriptors above 2 that survive into the daemon, sorted ascending.
@@ -88,8 +90,10 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
         groups: &groups,
     });
     let inherit: Vec<c_int> = plan.locks.iter().map(|lock| lock.fd()).collect();
+    let ready = plan.ready.as_ref().and_then(|r| r.child_fd());
     let mut keep: Vec<c_int> = plan.keep_fds.clone();
     keep.extend(&inherit);
+    keep.extend(ready.map(|(_, target)| target));
     keep.push(report_w.as_raw_fd());
     keep.sort_unstable();
     keep.dedup();
@@ -109,6 +113,7 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
         dev_null: plan.dev_null.as_raw_fd(),
         stdout: plan.outputs.stdout.as_ref().map(raw_output),
         stderr: plan.outputs.stderr.as_ref().map(raw_output),
+        ready,
         inherit: &inherit,
         keep: &keep,
     };
@@ -185,6 +190,12 @@ fn daemon(args: &ChildArgs) -> ! {
                 }
             }
             (None, None) => redirect(report, 2, None, args.dev_null, Stage::Stderr),
+        }
+    }
+    if let Some((pipe, target)) = args.ready {
+        // SAFETY: dup2 on two integers; it clears FD_CLOEXEC on `target`.
+        if unsafe { libc::dup2(pipe, target) } == -1 {
+            fail(report, Stage::ReadyFd);
         }
     }
     for &fd in args.inherit {
@@ -419,6 +430,35 @@ mod tests {
         assert_eq!(parse_fd(b"..\0"), None);
         assert_eq!(parse_fd(b"\0"), None);
     }
+}
+
+/// Makes sure descriptor `target` is occupied in this process, so that
+/// nothing we open lands on it: `--ready-fd` will install the readiness pipe
+/// there in the daemon. An inherited descriptor already occupies it (the
+/// daemon gets the pipe instead); otherwise `/dev/null` is put there.
+pub fn reserve_fd(target: RawFd) -> anyhow::Result<Option<OwnedFd>> {
+    if fd_is_open(target) {
+        return Ok(None);
+    }
+    let null = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .context("cannot open '/dev/null'")?;
+    if null.as_raw_fd() == target {
+        return Ok(Some(null));
+    }
+    // SAFETY: `target` is not open (checked above, and we are single-
+    // threaded), so dup3 creates it and the OwnedFd is its only owner.
+    let fd = unsafe { libc::dup3(null.as_raw_fd(), target, libc::O_CLOEXEC) };
+    if fd == -1 {
+        return Err(Errno::last()).with_context(|| format!("cannot reserve descriptor {target}"));
+    }
+    // SAFETY: dup3 just created `fd`; nothing else owns it.
+    Ok(Some(unsafe {
+        <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    }))
 }
 
 /// `pidfd_open(2)`: a handle on a process that stays bound to it even if

@@ -13,7 +13,7 @@ use crate::error::Failure;
 use crate::plan::Plan;
 use crate::report::{self, Outcome};
 
-pub fn start(plan: &Plan) -> Result<ExitCode, Failure> {
+pub fn start(plan: &mut Plan) -> Result<ExitCode, Failure> {
     let started = spawn_and_confirm(plan);
     if started.is_err() {
         for lock in &plan.locks {
@@ -23,7 +23,7 @@ pub fn start(plan: &Plan) -> Result<ExitCode, Failure> {
     started
 }
 
-fn spawn_and_confirm(plan: &Plan) -> Result<ExitCode, Failure> {
+fn spawn_and_confirm(plan: &mut Plan) -> Result<ExitCode, Failure> {
     // As a subreaper, the original process inherits the daemon when the
     // intermediate child exits, so a daemon that fails before exec is reaped
     // here instead of lingering as a zombie until init gets round to it.
@@ -50,6 +50,10 @@ fn spawn_and_confirm(plan: &Plan) -> Result<ExitCode, Failure> {
         .pid
         .ok_or_else(|| anyhow!("the intermediate child exited without starting the daemon"))?;
     tracing::info!(pid = pid.as_raw(), command = %plan.command(), "daemon started");
+    if let Some(ready) = plan.ready.take() {
+        // On failure the daemon has been stopped and reaped already.
+        ready.wait(pid, plan)?;
+    }
     if let Some(pidfile) = plan.pidfile()
         && let Err(e) = pidfile.write_pid(pid)
     {

@@ -8,6 +8,7 @@
 //! - `control`: `--status` and `--stop`;
 //! - `user`: `--user` and `--group` resolved to ids before fork;
 //! - `detach`: the double fork and exec, the only `unsafe` code;
+//! - `ready`: `--wait-ready` and `--ready-fd`, and waiting for them;
 //! - `report`: the child-to-parent failure records and their messages;
 //! - `launch`: the original process's side of a start;
 //! - `error`, `logging`: exit codes and diagnostics.
@@ -23,6 +24,7 @@ pub mod logging;
 mod output;
 mod pidfile;
 mod plan;
+mod ready;
 mod report;
 mod user;
 
@@ -39,6 +41,6 @@ pub fn run(cli: cli::Cli) -> Result<ExitCode, Failure> {
         (Some(path), _, true) => return control::stop(path, cli.signal, cli.timeout),
         _ => {}
     }
-    let plan = plan::Plan::new(&cli)?;
-    launch::start(&plan)
+    let mut plan = plan::Plan::new(&cli)?;
+    launch::start(&mut plan)
 }

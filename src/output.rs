@@ -4,14 +4,19 @@
 //! directory (not `--chdir`), and turned into `CString`s with their open
 //! flags. The files themselves are opened by the daemon, after any privilege
 //! drop, so they are opened with the daemon's own credentials; this module
-//! never opens them and never runs after fork.
+//! never opens them for writing. After a failed start, the original process
+//! reads their last lines for the error message ([`Outputs::tail`]).
 
 use std::ffi::CString;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use nix::fcntl::OFlag;
+
+use crate::user::Credentials;
 
 /// One output file, ready for `open(2)` in the daemon.
 #[derive(Debug)]
@@ -74,8 +79,49 @@ impl Outputs {
         Ok(Outputs { stdout, stderr })
     }
 
-    /// The files given, for a message about the daemon's last words.
-    pub fn files(&self) -> impl Iterator<Item = &OutputFile> {
-        self.stdout.iter().chain(self.stderr.iter())
+    /// The last lines of each log file, formatted to follow an error
+    /// message (empty when there are none). Opened with `O_NOFOLLOW`, and
+    /// when the daemon ran as another user only if that user owns the file:
+    /// root must not print a file the daemon's user pointed a link at.
+    pub fn tail(&self, creds: Option<&Credentials>) -> String {
+        let owner = creds.filter(|c| c.change).map(|c| c.uid.as_raw());
+        let mut text = String::new();
+        for file in self.stdout.iter().chain(self.stderr.iter()) {
+            let Some(lines) = last_lines(&file.path, owner, TAIL_LINES) else {
+                continue;
+            };
+            if lines.is_empty() {
+                continue;
+            }
+            text.push_str(&format!("; last lines of '{}':", file.path.display()));
+            for line in lines {
+                text.push_str("\n    ");
+                text.push_str(&line);
+            }
+        }
+        text
     }
+}
+
+/// How many lines of a log a failed start shows.
+const TAIL_LINES: usize = 5;
+
+fn last_lines(path: &Path, owner: Option<u32>, count: usize) -> Option<Vec<String>> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || owner.is_some_and(|uid| meta.uid() != uid) {
+        return None;
+    }
+    let start = meta.len().saturating_sub(4096);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    let skip = lines.len().saturating_sub(count);
+    Some(lines[skip..].iter().map(|l| l.to_string()).collect())
 }

@@ -21,9 +21,9 @@ use crate::detach;
 use crate::error::Failure;
 use crate::output::Outputs;
 use crate::pidfile::{Kind, Lock};
+use crate::ready::Readiness;
 use crate::user::{self, Credentials};
 
-#[derive(Debug)]
 pub struct Plan {
     /// COMMAND and its arguments; `argv[0]` is what `execvp` searches.
     pub argv: Vec<CString>,
@@ -44,10 +44,22 @@ pub struct Plan {
     /// Locked pidfile and lockfile, taken last so a refused start changes
     /// nothing. Their descriptors are inherited by the daemon.
     pub locks: Vec<Lock>,
+    /// How the daemon says it is ready, when `daemonize` waits for it.
+    pub ready: Option<Readiness>,
 }
 
 impl Plan {
     pub fn new(cli: &Cli) -> Result<Plan, Failure> {
+        // First of all, so that no descriptor of ours takes FD's number.
+        let ready_fd = cli
+            .ready_fd
+            .map(|fd| {
+                if cli.keep_fds.contains(&fd) {
+                    anyhow::bail!("descriptor {fd} cannot be both --ready-fd and --keep-fds");
+                }
+                Readiness::fd(fd, cli.ready_timeout)
+            })
+            .transpose()?;
         let argv = cli
             .command
             .iter()
@@ -56,6 +68,16 @@ impl Plan {
         let creds = user::resolve(cli.user.as_deref(), cli.group.as_deref())?;
         let mut overrides = creds.as_ref().map(|c| c.env.clone()).unwrap_or_default();
         overrides.extend(cli.env.iter().cloned());
+        let ready = match ready_fd {
+            Some(ready) => Some(ready),
+            None if cli.wait_ready => {
+                let (ready, socket) = Readiness::notify(creds.as_ref(), cli.ready_timeout)?;
+                // Last, so that it wins over an inherited or `-E` value.
+                overrides.push(("NOTIFY_SOCKET".into(), socket.into_os_string()));
+                Some(ready)
+            }
+            None => None,
+        };
         let envp = environment(std::env::vars_os(), &overrides)?;
         let keep_fds = keep_fds(&cli.keep_fds)?;
         let outputs = Outputs::new(cli.stdout.as_deref(), cli.stderr.as_deref(), cli.truncate)?;
@@ -75,6 +97,7 @@ impl Plan {
         tracing::debug!(command = ?cli.command, env_overrides = cli.env.len(), ?keep_fds, "plan ready");
         Ok(Plan {
             locks,
+            ready,
             argv,
             envp,
             c_chdir: cstring(cli.chdir.as_os_str(), "--chdir directory")?,

@@ -37,13 +37,14 @@ pub enum Stage {
     Stdin,
     Stdout,
     Stderr,
+    ReadyFd,
     CloseFds,
     Signals,
     Exec,
 }
 
 impl Stage {
-    const ALL: [Stage; 14] = [
+    const ALL: [Stage; 15] = [
         Stage::Pid,
         Stage::Setsid,
         Stage::Fork,
@@ -55,6 +56,7 @@ impl Stage {
         Stage::Stdin,
         Stage::Stdout,
         Stage::Stderr,
+        Stage::ReadyFd,
         Stage::CloseFds,
         Stage::Signals,
         Stage::Exec,
@@ -172,6 +174,7 @@ pub fn describe(plan: &Plan, stage: Stage, errno: Errno) -> Failure {
                 None => "cannot redirect output to '/dev/null'".to_owned(),
             }
         }
+        Stage::ReadyFd => "cannot install the readiness descriptor (--ready-fd)".to_owned(),
         Stage::CloseFds => "cannot close inherited descriptors".to_owned(),
         Stage::Signals => "cannot reset signal dispositions".to_owned(),
         Stage::Exec => format!("cannot execute '{}'", plan.command()),
