@@ -364,16 +364,40 @@ fn parse_fd(name: &[u8]) -> Option<c_int> {
 }
 
 /// Every disposition back to `SIG_DFL` (the Rust runtime ignores SIGPIPE,
-/// `nohup` leaves SIGHUP ignored, and ignored signals survive exec), and an
-/// empty signal mask.
+/// `nohup` leaves SIGHUP ignored, glibc's `posix_spawn` leaves its own
+/// signals 32 and 33 ignored, and ignored signals survive exec), and an
+/// empty signal mask. Raw `rt_sigaction`: glibc's wrappers refuse 32 and 33.
 fn reset_signals() -> bool {
-    for signal in 1..libc::SIGRTMAX() + 1 {
+    /// The kernel's `struct sigaction` for x86_64 and friends (handler,
+    /// flags, restorer, 64-bit mask), which rt_sigaction takes directly.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: libc::sighandler_t,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for signal in 1..=64 {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: installing SIG_DFL is async-signal-safe and involves no
-        // handler code. Signals glibc reserves for itself fail harmlessly.
-        unsafe { libc::signal(signal, libc::SIG_DFL) };
+        // SAFETY: `default` is a live struct of the layout the kernel reads,
+        // and the size argument is that of its mask; SIG_DFL runs no code.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &default as *const KernelSigaction,
+                ptr::null_mut::<KernelSigaction>(),
+                std::mem::size_of::<u64>(),
+            )
+        };
     }
     // SAFETY: `set` is a local sigset_t initialised by sigemptyset before use.
     unsafe {
@@ -417,19 +441,6 @@ pub fn occupy_stdio() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_fd;
-
-    #[test]
-    fn parses_proc_fd_names() {
-        assert_eq!(parse_fd(b"17\0\0"), Some(17));
-        assert_eq!(parse_fd(b".\0"), None);
-        assert_eq!(parse_fd(b"..\0"), None);
-        assert_eq!(parse_fd(b"\0"), None);
-    }
 }
 
 /// Makes sure descriptor `target` is occupied in this process, so that
@@ -488,4 +499,17 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: nix::sys::signal::Signal) -> n
         )
     };
     if rc == 0 { Ok(()) } else { Err(Errno::last()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_fd;
+
+    #[test]
+    fn parses_proc_fd_names() {
+        assert_eq!(parse_fd(b"17\0\0"), Some(17));
+        assert_eq!(parse_fd(b".\0"), None);
+        assert_eq!(parse_fd(b"..\0"), None);
+        assert_eq!(parse_fd(b"\0"), None);
+    }
 }
