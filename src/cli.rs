@@ -9,7 +9,6 @@ use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory, Parser};
@@ -211,19 +210,19 @@ pub fn command() -> clap::Command {
 }
 
 /// Parses `std::env::args_os()`. On `--help`/`--version` prints and returns
-/// exit 0; on a usage error prints one line and returns exit 125 (clap's own
+/// exit status 0; on a usage error prints one line and returns exit 125 (clap's own
 /// default of 2 would collide with what scripts expect from `env`-like tools).
-pub fn parse() -> Result<Cli, ExitCode> {
+pub fn parse() -> Result<Cli, u8> {
     Cli::try_parse().map_err(|err| {
         use clap::error::ErrorKind;
         match err.kind() {
             ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
                 let _ = err.print();
-                ExitCode::SUCCESS
+                0
             }
             _ => {
                 eprintln!("daemonize: {} (try 'daemonize --help')", usage_line(&err));
-                ExitCode::from(crate::error::EXIT_FAILURE)
+                crate::error::EXIT_FAILURE
             }
         }
     })

@@ -10,7 +10,6 @@
 use std::fs::File;
 use std::io;
 use std::path::Path;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
@@ -35,7 +34,7 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// `--status`: 0 running (prints the PID), 1 stale pidfile, 3 no pidfile,
 /// 4 cannot tell.
-pub fn status(path: &Path) -> Result<ExitCode, Failure> {
+pub fn status(path: &Path) -> Result<u8, Failure> {
     let unknown = |e: anyhow::Error| {
         Failure::new(
             STATUS_UNKNOWN,
@@ -46,14 +45,14 @@ pub fn status(path: &Path) -> Result<ExitCode, Failure> {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             println!("not running (no pidfile '{}')", path.display());
-            return Ok(ExitCode::from(STATUS_NOT_RUNNING));
+            return Ok(STATUS_NOT_RUNNING);
         }
         Err(e) => return Err(unknown(pidfile::open_error(path, Kind::Pidfile, e).error)),
     };
     let locked = pidfile::is_locked(&file).map_err(|e| unknown(lock_error(path, e)))?;
     if !locked {
         println!("not running (stale pidfile '{}')", path.display());
-        return Ok(ExitCode::from(STATUS_DEAD_PIDFILE_EXISTS));
+        return Ok(STATUS_DEAD_PIDFILE_EXISTS);
     }
     match pidfile::read_pid(&file) {
         Ok(Some(pid)) => println!("running (pid {pid})"),
@@ -65,25 +64,25 @@ pub fn status(path: &Path) -> Result<ExitCode, Failure> {
             ));
         }
     }
-    Ok(ExitCode::from(STATUS_RUNNING))
+    Ok(STATUS_RUNNING)
 }
 
 /// `--stop`: signal, wait up to `timeout`, then SIGKILL. Exit 0 once the
 /// daemon is gone (or was not running), 1 if it could not be stopped.
-pub fn stop(path: &Path, signal: Signal, timeout: Duration) -> Result<ExitCode, Failure> {
+pub fn stop(path: &Path, signal: Signal, timeout: Duration) -> Result<u8, Failure> {
     let cannot = |e: anyhow::Error| Failure::new(EXIT_RUNNING, e.context("cannot stop the daemon"));
     let file = match pidfile::open_existing(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             tracing::info!(path = %path.display(), "no pidfile: not running");
-            return Ok(ExitCode::SUCCESS);
+            return Ok(0);
         }
         Err(e) => return Err(cannot(pidfile::open_error(path, Kind::Pidfile, e).error)),
     };
     if !pidfile::is_locked(&file).map_err(|e| cannot(lock_error(path, e)))? {
         tracing::info!(path = %path.display(), "not running");
         remove_unlocked(path, &file);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(0);
     }
     let pid = match pidfile::read_pid(&file) {
         Ok(Some(pid)) => pid,
@@ -121,7 +120,7 @@ pub fn stop(path: &Path, signal: Signal, timeout: Duration) -> Result<ExitCode, 
     if !confirmed {
         tracing::info!(pid = pid.as_raw(), "the daemon exited on its own meanwhile");
         remove_unlocked(path, &file);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(0);
     }
 
     tracing::info!(pid = pid.as_raw(), %signal, "signalling");
@@ -144,7 +143,7 @@ pub fn stop(path: &Path, signal: Signal, timeout: Duration) -> Result<ExitCode, 
             path.display()
         )));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
 fn send(pidfd: &OwnedFd, signal: Signal, pid: Pid) -> anyhow::Result<()> {

@@ -3,7 +3,6 @@
 //! is printed exactly once, as one line prefixed `daemonize: `, by `main`.
 
 use std::fmt::Write as _;
-use std::process::ExitCode;
 
 /// Another instance holds the pidfile or lockfile; also "could not stop".
 pub const EXIT_RUNNING: u8 = 1;
@@ -28,9 +27,9 @@ impl Failure {
     }
 
     /// Prints `daemonize: <context>: <reason>` on stderr and returns the code.
-    pub fn report(self) -> ExitCode {
+    pub fn report(self) -> u8 {
         eprintln!("daemonize: {}", render(&self.error));
-        ExitCode::from(self.code)
+        self.code
     }
 }
 

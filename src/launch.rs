@@ -2,8 +2,6 @@
 //! the intermediate child, and decide the exit status. It returns only once
 //! the daemon has exec'd, or once it knows which step failed and why.
 
-use std::process::ExitCode;
-
 use anyhow::anyhow;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
@@ -13,7 +11,7 @@ use crate::error::Failure;
 use crate::plan::Plan;
 use crate::report::{self, Outcome};
 
-pub fn start(plan: &mut Plan) -> Result<ExitCode, Failure> {
+pub fn start(plan: &mut Plan) -> Result<(), Failure> {
     let started = spawn_and_confirm(plan);
     if started.is_err() {
         for lock in &plan.locks {
@@ -23,7 +21,7 @@ pub fn start(plan: &mut Plan) -> Result<ExitCode, Failure> {
     started
 }
 
-fn spawn_and_confirm(plan: &mut Plan) -> Result<ExitCode, Failure> {
+fn spawn_and_confirm(plan: &mut Plan) -> Result<(), Failure> {
     // As a subreaper, the original process inherits the daemon when the
     // intermediate child exits, so a daemon that fails before exec is reaped
     // here instead of lingering as a zombie until init gets round to it.
@@ -61,7 +59,7 @@ fn spawn_and_confirm(plan: &mut Plan) -> Result<ExitCode, Failure> {
         abort(pid);
         return Err(e.into());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Kills a daemon whose start failed after exec. It is our child (we are

@@ -28,13 +28,28 @@ mod ready;
 mod report;
 mod user;
 
-use std::process::ExitCode;
-
 pub use error::Failure;
 
-/// Runs one invocation; `main` prints a failure and exits with its code.
-pub fn run(cli: cli::Cli) -> Result<ExitCode, Failure> {
-    detach::occupy_stdio()?;
+/// The whole program: parse, set up diagnostics, run, and return the exit
+/// status (a failure is printed once, here).
+pub fn main() -> u8 {
+    // SPEC.md step 1, before anything can open a file.
+    if let Err(e) = detach::occupy_stdio() {
+        return Failure::from(e).report();
+    }
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(status) => return status,
+    };
+    logging::init(cli.verbose);
+    match run(cli) {
+        Ok(status) => status,
+        Err(failure) => failure.report(),
+    }
+}
+
+/// Runs one parsed invocation and returns its exit status.
+pub fn run(cli: cli::Cli) -> Result<u8, Failure> {
     user::refuse_setid()?;
     match (&cli.pidfile, cli.status, cli.stop) {
         (Some(path), true, _) => return control::status(path),
@@ -42,5 +57,6 @@ pub fn run(cli: cli::Cli) -> Result<ExitCode, Failure> {
         _ => {}
     }
     let mut plan = plan::Plan::new(&cli)?;
-    launch::start(&mut plan)
+    launch::start(&mut plan)?;
+    Ok(0)
 }
