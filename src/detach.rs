@@ -123,7 +123,7 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
     // exists), so the child cannot inherit a lock held by another thread. The
     // child runs only `intermediate`, which makes async-signal-safe calls on
     // data prepared above and never returns.
-    match unsafe { libc::fork() } {
+    match unsafe { raw_fork() } {
         -1 => Err(Errno::last()).context("cannot fork"),
         0 => intermediate(&args),
         pid => {
@@ -134,6 +134,23 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
             })
         }
     }
+}
+
+/// fork(2) as a bare `clone(SIGCHLD)` system call, skipping glibc's
+/// `fork()` bookkeeping (atfork handlers, malloc and stdio locks, thread
+/// descriptor updates). The children never use glibc state that this leaves
+/// stale: they make raw system calls and end in execvp or _exit. Each store
+/// glibc's wrapper makes in the child is a copy-on-write page fault, and a
+/// launcher is mostly page faults (issue 6).
+///
+/// # Safety
+/// As for fork(2) in a single-threaded process: the child may only call
+/// async-signal-safe functions that do not depend on glibc's per-thread
+/// bookkeeping (raw system calls, execve/execvp, _exit).
+unsafe fn raw_fork() -> libc::pid_t {
+    // SAFETY: clone with only SIGCHLD and a zero stack pointer duplicates
+    // the calling process exactly like fork(2), child on a copy of our stack.
+    unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) as libc::pid_t }
 }
 
 fn null_terminated(ptrs: impl Iterator<Item = *const c_char>) -> Vec<*const c_char> {
@@ -150,7 +167,7 @@ fn intermediate(args: &ChildArgs) -> ! {
     }
     // SAFETY: as in `spawn`: still single-threaded, and the child only runs
     // `daemon`, which is async-signal-safe and never returns.
-    match unsafe { libc::fork() } {
+    match unsafe { raw_fork() } {
         -1 => fail(args.report, Stage::Fork),
         0 => daemon(args),
         pid => {
