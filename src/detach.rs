@@ -59,7 +59,8 @@ struct RawCreds<'a> {
 struct ChildArgs<'a> {
     report: c_int,
     argv: &'a [*const c_char],
-    envp: &'a [*const c_char],
+    /// The environment to install, or `None` to keep ours.
+    envp: Option<&'a [*const c_char]>,
     chdir: *const c_char,
     umask: libc::mode_t,
     creds: Option<RawCreds<'a>>,
@@ -98,7 +99,10 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
     keep.sort_unstable();
     keep.dedup();
     let argv = null_terminated(plan.argv.iter().map(|a| a.as_ptr()));
-    let envp = null_terminated(plan.envp.iter().map(|e| e.as_ptr()));
+    let envp = plan
+        .envp
+        .as_ref()
+        .map(|envp| null_terminated(envp.iter().map(|e| e.as_ptr())));
     let raw_output = |file: &crate::output::OutputFile| RawOutput {
         path: file.c_path.as_ptr(),
         flags: file.flags.bits(),
@@ -106,7 +110,7 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
     let args = ChildArgs {
         report: report_w.as_raw_fd(),
         argv: &argv,
-        envp: &envp,
+        envp: envp.as_deref(),
         chdir: plan.c_chdir.as_ptr(),
         umask: plan.umask,
         creds,
@@ -231,7 +235,9 @@ fn daemon(args: &ChildArgs) -> ! {
     // NULL-terminated arrays of NUL-terminated strings kept alive by the
     // Plan. execvp only returns on failure.
     unsafe {
-        environ = args.envp.as_ptr();
+        if let Some(envp) = args.envp {
+            environ = envp.as_ptr();
+        }
         libc::execvp(args.argv[0], args.argv.as_ptr());
     }
     fail(report, Stage::Exec)

@@ -27,8 +27,9 @@ use crate::user::{self, Credentials};
 pub struct Plan {
     /// COMMAND and its arguments; `argv[0]` is what `execvp` searches.
     pub argv: Vec<CString>,
-    /// The daemon's whole environment, `NAME=VALUE`.
-    pub envp: Vec<CString>,
+    /// The daemon's whole environment, `NAME=VALUE`; `None` when nothing
+    /// changes it, so the inherited one is passed on as it is, uncopied.
+    pub envp: Option<Vec<CString>>,
     /// Working directory, as given (relative to the caller's cwd).
     pub chdir: PathBuf,
     pub c_chdir: CString,
@@ -78,7 +79,10 @@ impl Plan {
             }
             None => None,
         };
-        let envp = environment(std::env::vars_os(), &overrides)?;
+        let envp = match overrides.is_empty() {
+            true => None,
+            false => Some(environment(std::env::vars_os(), &overrides)?),
+        };
         let keep_fds = keep_fds(&cli.keep_fds)?;
         let outputs = Outputs::new(cli.stdout.as_deref(), cli.stderr.as_deref(), cli.truncate)?;
         let dev_null = open(
