@@ -1,5 +1,5 @@
-complete -c daemonize -s c -l chdir -d 'Working directory of the daemon' -r -F
-complete -c daemonize -s m -l umask -d 'File-mode creation mask of the daemon, in octal (022, 0o027, 0077)' -r
+complete -c daemonize -s c -l chdir -d 'Working directory of the daemon [default: /]' -r -F
+complete -c daemonize -s m -l umask -d 'File-mode creation mask of the daemon, in octal (022, 0o027, 0077) [default: 022]' -r
 complete -c daemonize -s o -l stdout -d 'Append the daemon\'s standard output to FILE [default: /dev/null]' -r -F
 complete -c daemonize -s e -l stderr -d 'Append the daemon\'s standard error to FILE [default: the --stdout file, else /dev/null]' -r -F
 complete -c daemonize -s E -l env -d 'Set NAME to VALUE in the daemon\'s environment (repeatable)' -r
@@ -9,9 +9,9 @@ complete -c daemonize -s l -l lockfile -d 'Hold a lock on FILE while the daemon 
 complete -c daemonize -s u -l user -d 'Run the daemon as USER (name or uid): its uid, primary group and supplementary groups; root only' -r
 complete -c daemonize -s g -l group -d 'Primary group of the daemon (name or gid) [default: the user\'s]' -r
 complete -c daemonize -l ready-fd -d 'Return only once the daemon writes a newline to descriptor FD (s6)' -r
-complete -c daemonize -l ready-timeout -d 'Seconds to wait for readiness before stopping the daemon and failing' -r
-complete -c daemonize -l signal -d 'Signal for --stop, by name or number' -r
-complete -c daemonize -l timeout -d 'Seconds --stop waits before sending SIGKILL' -r
+complete -c daemonize -l ready-timeout -d 'Seconds to wait for readiness before stopping the daemon and failing [default: 60]' -r
+complete -c daemonize -l signal -d 'Signal for --stop, by name or number [default: TERM]' -r
+complete -c daemonize -l timeout -d 'Seconds --stop waits before sending SIGKILL [default: 10]' -r
 complete -c daemonize -s a -l append -d 'Append to the output files (the default; kept for bmc/daemonize scripts)'
 complete -c daemonize -l truncate -d 'Truncate the output files instead of appending'
 complete -c daemonize -l wait-ready -d 'Return only once the daemon sends READY=1 to $NOTIFY_SOCKET (sd_notify)'

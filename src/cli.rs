@@ -27,75 +27,100 @@ or --ready-fd, once it has declared itself ready). Any failure on the way is \
 reported on standard error, and the exit status says which kind: 125 for a \
 setup failure, 126 if COMMAND cannot be executed, 127 if it is not found.";
 
-/// Extra sections of `--help` and of the man page, in order: (title, text).
-/// Plain text; the man page shows it unfilled.
-pub const SECTIONS: &[(&str, &str)] = &[
+/// Defines the extra sections of `--help` and of the man page once, as
+/// literals, so that `--help` costs no formatting at run time.
+macro_rules! sections {
+    ($( ($title:literal, $heading:literal, $text:literal) ),* $(,)?) => {
+        /// Extra sections of the man page, in order: (title, text). Plain
+        /// text, indented by two spaces; the man page shows it unfilled.
+        pub const SECTIONS: &[(&str, &str)] = &[$(($title, $text)),*];
+        /// The same sections at the end of `--help`.
+        const AFTER_LONG_HELP: &str = concat!($($heading, ":\n", $text, "\n\n"),*);
+    };
+}
+
+sections![
     (
         "EXAMPLES",
-        "\
-daemonize -- mysqld --foo
-daemonize -c /srv/app -o /var/log/app.log -E RUST_LOG=info -- ./server --port 8080
-x=$(daemonize -- long-job)      # returns as soon as long-job runs
-daemonize -p /run/app.pid -o /var/log/app.log -- app --serve
-daemonize -p /run/app.pid --status
-daemonize -p /run/app.pid --stop --signal INT --timeout 30",
+        "Examples",
+        "  \
+  daemonize -- mysqld --foo
+  daemonize -c /srv/app -o /var/log/app.log -E RUST_LOG=info -- ./server --port 8080
+  x=$(daemonize -- long-job)      # returns as soon as long-job runs
+  daemonize -p /run/app.pid -o /var/log/app.log -- app --serve
+  daemonize -p /run/app.pid --status
+  daemonize -p /run/app.pid --stop --signal INT --timeout 30
+  sudo daemonize -u app -g app -p /run/app.pid -o /var/log/app/app.log -- server
+  daemonize --wait-ready -p /run/redis.pid -- redis-server --supervised systemd
+  daemonize --ready-fd 3 -- s6-style-server"
     ),
     (
         "EXIT STATUS",
-        "\
-0    the daemon runs: COMMAND was executed
-125  daemonize failed: usage error or a setup step (chdir, log file, fork...)
-126  COMMAND was found but could not be executed
-127  COMMAND was not found
+        "Exit status",
+        "  \
+  0    the daemon runs: COMMAND was executed (and is ready, when waiting)
+  1    not started: another instance holds the pidfile or lockfile
+  125  daemonize failed: a usage error, a setup step (chdir, log file,
+       pidfile, user, fork...), or the daemon died, reported ERRNO= or
+       timed out before it was ready
+  126  COMMAND was found but could not be executed
+  127  COMMAND was not found
 
-With --status (LSB codes):
-0    running; the PID is printed
-1    not running, but the pidfile exists (stale)
-3    not running (no pidfile)
-4    unknown: the pidfile cannot be read or holds no PID
-
-With --stop:
-0    stopped, or was not running
-1    could not stop it (the reason is printed)",
+  --status (LSB codes): 0 running (the PID is printed), 1 not running but
+  the pidfile exists (stale), 3 not running (no pidfile), 4 unknown (the
+  pidfile cannot be read or holds no PID).
+  --stop: 0 stopped or was not running, 1 could not stop it."
     ),
     (
         "PIDFILE AND LOCKS",
-        "\
-The pidfile is opened with O_NOFOLLOW (a symlink is refused, never
-followed), created 0644, and locked with flock(2) before the first fork.
-The locked descriptor is inherited by the daemon, so the lock lives exactly
-as long as the daemon. A second start while the lock is held exits 1 and
-names the running PID; a pidfile nobody holds a lock on is stale and is
-taken over. The PID is written before daemonize returns; after a failed
-start the pidfile is removed rather than left naming a dead process.
+        "Pidfile and locks",
+        "  \
+  The pidfile is opened with O_NOFOLLOW (a symlink is refused, never
+  followed), created 0644, and locked with flock(2) before the first fork.
+  The daemon inherits a read-only descriptor holding the lock, so the lock
+  lives exactly as long as the daemon. A second start while the lock is held
+  exits 1 and names the running PID; a pidfile nobody holds a lock on is
+  stale and is taken over. The PID is written before daemonize returns;
+  after a failed start the pidfile is removed rather than left naming a dead
+  process.
 
---status and --stop decide \"running\" by the lock, not by kill(pid, 0), so
-a PID that was reused by another process after the daemon died is never
-reported or signalled. --stop opens a pidfd, confirms that the lock is still
-held and the PID unchanged, signals through the pidfd, and removes the
-pidfile once the daemon is gone and nobody holds the lock.",
+  --status and --stop decide \"running\" by the lock, not by kill(pid, 0), so
+  a PID reused by another process after the daemon died is never reported
+  or signalled. --stop opens a pidfd, confirms that the lock is still held
+  and the PID unchanged, signals through the pidfd, and removes the pidfile
+  once the daemon is gone and nobody holds the lock."
+    ),
+    (
+        "USERS AND SECURITY",
+        "Users and security",
+        "  \
+  --user and --group are resolved before the fork. The daemon calls
+  setgroups, setresgid and setresuid, so real, effective, saved and
+  filesystem ids all change, and checks that root cannot be regained. HOME,
+  USER, LOGNAME and SHELL are the user's unless -E sets them.
+
+  The pidfile and lockfile are opened by the invoking user, but the log
+  files are opened by the daemon after the drop, with its own credentials:
+  root never writes through a path the daemon's user controls. daemonize
+  refuses to run installed setuid or setgid."
+    ),
+    (
+        "READINESS",
+        "Readiness",
+        "  \
+  --wait-ready (sd_notify): the daemon gets NOTIFY_SOCKET, a private socket
+  in a fresh 0700 directory, and sends READY=1 when it is ready. STATUS=
+  lines are shown with -v, EXTEND_TIMEOUT_USEC= extends the deadline, ERRNO=
+  means a failed start.
+  --ready-fd FD (s6): the daemon writes a newline to descriptor FD.
+
+  If the daemon exits before it is ready, daemonize reports its status or
+  signal at once, with the last lines of its log files, and exits 125. If it
+  is not ready after --ready-timeout seconds (default 60), it gets SIGTERM,
+  then SIGKILL after 3 seconds, and daemonize exits 125. The pidfile names
+  the daemon only once it is ready."
     ),
 ];
-
-fn after_long_help() -> String {
-    SECTIONS
-        .iter()
-        .map(|(title, text)| {
-            let body: Vec<String> = text.lines().map(|l| format!("  {l}")).collect();
-            format!("{}:\n{}", title_case(title), body.join("\n"))
-        })
-        .collect::<Vec<_>>()
-        .join("\n\n")
-}
-
-fn title_case(title: &str) -> String {
-    let lower = title.to_lowercase();
-    let mut chars = lower.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
-}
 
 /// Raw options. See SPEC.md for the contract behind each one.
 #[derive(Parser, Debug)]
@@ -105,17 +130,17 @@ fn title_case(title: &str) -> String {
     about = ABOUT,
     long_about = LONG_ABOUT,
     after_help = "Run 'daemonize --help' for examples and exit codes.",
-    after_long_help = after_long_help(),
+    after_long_help = AFTER_LONG_HELP,
     max_term_width = 100
 )]
 pub struct Cli {
-    /// Working directory of the daemon
-    #[arg(short = 'c', long, value_name = "DIR", default_value = "/")]
-    pub chdir: PathBuf,
+    /// Working directory of the daemon [default: /]
+    #[arg(short = 'c', long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
 
-    /// File-mode creation mask of the daemon, in octal (022, 0o027, 0077)
-    #[arg(short = 'm', long, value_name = "MODE", default_value = "022", value_parser = parse_umask)]
-    pub umask: u32,
+    /// File-mode creation mask of the daemon, in octal (022, 0o027, 0077) [default: 022]
+    #[arg(short = 'm', long, value_name = "MODE", value_parser = parse_umask)]
+    pub umask: Option<u32>,
 
     /// Append the daemon's standard output to FILE [default: /dev/null]
     #[arg(short = 'o', long, value_name = "FILE")]
@@ -167,9 +192,9 @@ pub struct Cli {
     #[arg(long, value_name = "FD", value_parser = parse_ready_fd)]
     pub ready_fd: Option<RawFd>,
 
-    /// Seconds to wait for readiness before stopping the daemon and failing
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_seconds)]
-    pub ready_timeout: Duration,
+    /// Seconds to wait for readiness before stopping the daemon and failing [default: 60]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub ready_timeout: Option<Duration>,
 
     /// Report whether the daemon named by --pidfile runs (LSB codes: 0 running,
     /// 1 stale pidfile, 3 not running, 4 unknown)
@@ -181,13 +206,13 @@ pub struct Cli {
     #[arg(long, requires = "pidfile", conflicts_with = "command")]
     pub stop: bool,
 
-    /// Signal for --stop, by name or number
-    #[arg(long, value_name = "SIG", default_value = "TERM", value_parser = parse_signal, requires = "stop")]
-    pub signal: Signal,
+    /// Signal for --stop, by name or number [default: TERM]
+    #[arg(long, value_name = "SIG", value_parser = parse_signal, requires = "stop")]
+    pub signal: Option<Signal>,
 
-    /// Seconds --stop waits before sending SIGKILL
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds, requires = "stop")]
-    pub timeout: Duration,
+    /// Seconds --stop waits before sending SIGKILL [default: 10]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, requires = "stop")]
+    pub timeout: Option<Duration>,
 
     /// Trace each step to standard error (-vv for more; DAEMONIZE_LOG overrides)
     #[arg(short = 'v', long, action = ArgAction::Count)]
@@ -202,6 +227,32 @@ pub struct Cli {
         value_parser = clap::builder::OsStringValueParser::new()
     )]
     pub command: Vec<OsString>,
+}
+
+// Defaults live here rather than in clap's `default_value`, which would parse
+// each default string through its value parser on every run (issue 6); the
+// help text states them.
+impl Cli {
+    pub fn chdir(&self) -> &std::path::Path {
+        self.chdir.as_deref().unwrap_or(std::path::Path::new("/"))
+    }
+
+    /// Like systemd services get.
+    pub fn umask(&self) -> u32 {
+        self.umask.unwrap_or(0o022)
+    }
+
+    pub fn ready_timeout(&self) -> Duration {
+        self.ready_timeout.unwrap_or(Duration::from_secs(60))
+    }
+
+    pub fn signal(&self) -> Signal {
+        self.signal.unwrap_or(Signal::SIGTERM)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(Duration::from_secs(10))
+    }
 }
 
 /// The clap definition, for the man page and completion generators.

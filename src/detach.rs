@@ -495,6 +495,26 @@ pub fn reserve_fd(target: RawFd) -> anyhow::Result<Option<OwnedFd>> {
     }))
 }
 
+/// Restricts the user and group databases to `/etc/passwd` and
+/// `/etc/group` in the statically linked build. Static glibc would otherwise
+/// dlopen the NSS modules named in nsswitch.conf (systemd, ldap, sss) into a
+/// process that has its own copy of libc, and those modules crash there
+/// (nss_systemd's thread-local state is the first to fault). Local users
+/// always work; see README for users from other sources.
+pub fn nss_files_only_if_static() {
+    unsafe extern "C" {
+        /// glibc's `<nss.h>`: overrides the nsswitch.conf line of one database.
+        fn __nss_configure_lookup(db: *const c_char, service_line: *const c_char) -> c_int;
+    }
+    if cfg!(target_feature = "crt-static") {
+        for db in [c"passwd", c"group", c"initgroups"] {
+            // SAFETY: both arguments are static C strings; the call only
+            // records the service line for later lookups.
+            unsafe { __nss_configure_lookup(db.as_ptr(), c"files".as_ptr()) };
+        }
+    }
+}
+
 /// `pidfd_open(2)`: a handle on a process that stays bound to it even if
 /// its PID is reused later.
 pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {

@@ -53,7 +53,7 @@ pub fn run(cli: cli::Cli) -> Result<u8, Failure> {
     user::refuse_setid()?;
     match (&cli.pidfile, cli.status, cli.stop) {
         (Some(path), true, _) => return control::status(path),
-        (Some(path), _, true) => return control::stop(path, cli.signal, cli.timeout),
+        (Some(path), _, true) => return control::stop(path, cli.signal(), cli.timeout()),
         _ => {}
     }
     let mut plan = plan::Plan::new(&cli)?;

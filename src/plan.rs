@@ -58,7 +58,7 @@ impl Plan {
                 if cli.keep_fds.contains(&fd) {
                     anyhow::bail!("descriptor {fd} cannot be both --ready-fd and --keep-fds");
                 }
-                Readiness::fd(fd, cli.ready_timeout)
+                Readiness::fd(fd, cli.ready_timeout())
             })
             .transpose()?;
         let argv = cli
@@ -72,7 +72,7 @@ impl Plan {
         let ready = match ready_fd {
             Some(ready) => Some(ready),
             None if cli.wait_ready => {
-                let (ready, socket) = Readiness::notify(creds.as_ref(), cli.ready_timeout)?;
+                let (ready, socket) = Readiness::notify(creds.as_ref(), cli.ready_timeout())?;
                 // Last, so that it wins over an inherited or `-E` value.
                 overrides.push(("NOTIFY_SOCKET".into(), socket.into_os_string()));
                 Some(ready)
@@ -104,9 +104,9 @@ impl Plan {
             ready,
             argv,
             envp,
-            c_chdir: cstring(cli.chdir.as_os_str(), "--chdir directory")?,
-            chdir: cli.chdir.clone(),
-            umask: cli.umask as nix::libc::mode_t,
+            c_chdir: cstring(cli.chdir().as_os_str(), "--chdir directory")?,
+            chdir: cli.chdir().to_owned(),
+            umask: cli.umask() as nix::libc::mode_t,
             creds,
             outputs,
             dev_null,
