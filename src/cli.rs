@@ -264,19 +264,25 @@ pub fn command() -> clap::Command {
 /// exit status 0; on a usage error prints one line and returns exit 125 (clap's own
 /// default of 2 would collide with what scripts expect from `env`-like tools).
 pub fn parse() -> Result<Cli, u8> {
-    Cli::try_parse().map_err(|err| {
-        use clap::error::ErrorKind;
-        match err.kind() {
-            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-                let _ = err.print();
-                0
-            }
-            _ => {
-                eprintln!("daemonize: {} (try 'daemonize --help')", usage_line(&err));
-                crate::error::EXIT_FAILURE
-            }
+    use clap::error::ErrorKind;
+    let cli = Cli::try_parse().map_err(|err| match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = err.print();
+            0
         }
-    })
+        _ => usage_error(&usage_line(&err)),
+    })?;
+    // clap lets a `requires` go unchecked when the required argument
+    // conflicts with one that is present (here: --stop and COMMAND).
+    if !cli.stop && (cli.signal.is_some() || cli.timeout.is_some()) {
+        return Err(usage_error("--signal and --timeout go with --stop"));
+    }
+    Ok(cli)
+}
+
+fn usage_error(message: &str) -> u8 {
+    eprintln!("daemonize: {message} (try 'daemonize --help')");
+    crate::error::EXIT_FAILURE
 }
 
 /// The first paragraph of clap's message on one line, without `error: `

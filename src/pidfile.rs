@@ -73,6 +73,13 @@ impl Lock {
             }
             if names_same_file(path, &file) {
                 tracing::debug!(path = %path.display(), kind = kind.noun(), "locked");
+                // A stale PID must not be readable under our lock: --status
+                // and --stop would take it for the daemon's. Locked and
+                // empty reads as "a start in progress" until write_pid.
+                if kind == Kind::Pidfile {
+                    file.set_len(0)
+                        .with_context(|| format!("cannot truncate pidfile '{}'", path.display()))?;
+                }
                 return Ok(Lock {
                     path: path.to_owned(),
                     kind,

@@ -1,0 +1,1094 @@
+//! The pidfile and the lockfile (SPEC.md, "Files"), `--status` and `--stop`,
+//! and the LSB init script in examples/ that drives them.
+//!
+//! Every daemon is owned by a [`Daemon`] guard as soon as its PID is known.
+//! A daemon that a test reaps itself (to see which signal ended it) is
+//! handed over by [`reap`], so that no guard ever signals a PID that has
+//! been freed and may have been reused.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+use common::{
+    Daemon, DaemonSpec, Output, TIMEOUT, assert_no_leftover, daemonize, init,
+    processes_with_marker, procfs, shell, test_pid, unique_marker, wait_for, wait_for_optional,
+    wait_until,
+};
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+fn tempdir() -> TempDir {
+    tempfile::tempdir().expect("cannot create a temporary directory")
+}
+
+/// `-p FILE`.
+fn pidfile_option(pidfile: &Path) -> [&OsStr; 2] {
+    [OsStr::new("-p"), pidfile.as_os_str()]
+}
+
+/// Runs `daemonize OPTIONS -- DAEMON` for a fresh [`DaemonSpec`] whose own
+/// PID file goes into `dir`; the daemon is not waited for.
+fn start(dir: &Path, options: &[&OsStr]) -> (Output, DaemonSpec) {
+    let spec = DaemonSpec::new(dir);
+    let output = daemonize().args(options).arg("--").args(spec.argv()).run();
+    (output, spec)
+}
+
+/// Like [`start`], asserting that the daemon started, and takes it over.
+#[track_caller]
+fn launch(dir: &Path, options: &[&OsStr]) -> (Daemon, DaemonSpec) {
+    let spec = DaemonSpec::new(dir);
+    daemonize()
+        .args(options)
+        .arg("--")
+        .args(spec.argv())
+        .run()
+        .assert_started();
+    (spec.start(), spec)
+}
+
+/// `daemonize -p PIDFILE --status`.
+fn status(pidfile: &Path) -> Output {
+    daemonize().arg("-p").arg(pidfile).arg("--status").run()
+}
+
+/// `daemonize -p PIDFILE --stop EXTRA...`.
+fn stop(pidfile: &Path, extra: &[&str]) -> Output {
+    daemonize()
+        .arg("-p")
+        .arg(pidfile)
+        .arg("--stop")
+        .args(extra)
+        .run()
+}
+
+/// The PID in a pidfile, which must hold exactly one decimal PID and a
+/// newline.
+#[track_caller]
+fn pid_in(path: &Path) -> i32 {
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.strip_suffix('\n')
+        .and_then(|digits| digits.parse::<i32>().ok())
+        .filter(|&pid| pid > 0 && text == format!("{pid}\n"))
+        .unwrap_or_else(|| {
+            panic!(
+                "{} does not hold a PID and a newline: {text:?}",
+                path.display()
+            )
+        })
+}
+
+/// The text of `/proc/PID/fdinfo/FD`.
+fn fdinfo(pid: i32, fd: i32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .unwrap_or_else(|e| panic!("cannot read fdinfo {fd} of {pid}: {e}"))
+}
+
+/// Asserts that the daemon's descriptors are 0, 1, 2 on `/dev/null` and
+/// exactly one more, on `file`, open read-only and carrying an exclusive
+/// `flock` (the kernel lists it in fdinfo). Returns that descriptor.
+#[track_caller]
+fn assert_holds_lock_on(daemon: &Daemon, file: &Path) -> i32 {
+    assert_descriptors(daemon, Path::new("/dev/null"), file)
+}
+
+/// Like [`assert_holds_lock_on`], with standard output and error on `log`.
+#[track_caller]
+fn assert_descriptors(daemon: &Daemon, log: &Path, file: &Path) -> i32 {
+    let canonical = |path: &Path| fs::canonicalize(path).expect("canonicalize");
+    let (log, target) = (canonical(log), canonical(file));
+    let fds = daemon.fds();
+    assert_eq!(fds.get(&0), Some(&PathBuf::from("/dev/null")), "{fds:?}");
+    assert_eq!(fds.get(&1), Some(&log), "{fds:?}");
+    assert_eq!(fds.get(&2), Some(&log), "{fds:?}");
+    let extra: Vec<(i32, &PathBuf)> = fds
+        .iter()
+        .filter(|(fd, _)| **fd > 2)
+        .map(|(fd, path)| (*fd, path))
+        .collect();
+    let [(fd, path)] = extra[..] else {
+        panic!("expected exactly one descriptor above 2, the lock: {fds:?}");
+    };
+    assert_eq!(path, &target, "descriptor {fd}: {fds:?}");
+
+    let info = fdinfo(daemon.pid(), fd);
+    let flags = info
+        .lines()
+        .find_map(|line| line.strip_prefix("flags:"))
+        .and_then(|octal| i32::from_str_radix(octal.trim(), 8).ok())
+        .unwrap_or_else(|| panic!("no flags in fdinfo: {info:?}"));
+    assert_eq!(
+        flags & libc::O_ACCMODE,
+        libc::O_RDONLY,
+        "the lock descriptor is not read-only: {info:?}"
+    );
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("lock:") && l.contains("FLOCK") && l.contains("WRITE")),
+        "descriptor {fd} carries no exclusive flock: {info:?}"
+    );
+    fd
+}
+
+/// Waits until the daemon has exited (a zombie counts: it has released
+/// every descriptor, and so its lock, before it becomes one).
+#[track_caller]
+fn wait_exited(daemon: &Daemon) {
+    wait_until(TIMEOUT, &format!("pid {} to exit", daemon.pid()), || {
+        !daemon.is_alive()
+    });
+}
+
+/// Reaps the daemon (this process's child, see [`init`]) once it has exited
+/// and returns how it ended. Consumes the guard without running it: its
+/// PID is free from now on and must never be signalled again.
+#[track_caller]
+fn reap(daemon: Daemon) -> WaitStatus {
+    let pid = Pid::from_raw(daemon.pid());
+    let status = wait_for(TIMEOUT, &format!("pid {pid} to exit"), || {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => None,
+            Ok(status) => Some(status),
+            Err(e) => panic!("waitpid({pid}): {e}"),
+        }
+    });
+    std::mem::forget(daemon);
+    status
+}
+
+/// An unrelated process of our own (`sleep MARKER`), killed by its handle
+/// on drop.
+struct Bystander {
+    child: Child,
+    marker: String,
+}
+
+impl Bystander {
+    fn spawn() -> Bystander {
+        let marker = unique_marker();
+        let child = Command::new("sleep")
+            .arg(&marker)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sleep");
+        let bystander = Bystander { child, marker };
+        wait_until(TIMEOUT, "the bystander to run sleep", || {
+            procfs::cmdline(bystander.pid())
+                .is_ok_and(|argv| argv.last().is_some_and(|a| a == bystander.marker.as_str()))
+        });
+        bystander
+    }
+
+    fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("PID fits in pid_t")
+    }
+
+    /// Still running: not exited, not even a zombie.
+    #[track_caller]
+    fn assert_untouched(&mut self) {
+        assert_eq!(
+            self.child.try_wait().expect("try_wait"),
+            None,
+            "the bystander was signalled"
+        );
+        assert!(procfs::is_alive(self.pid()));
+    }
+}
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sets a file's modification time to a fixed past moment, so that any
+/// write would show.
+fn set_old_mtime(path: &Path) -> SystemTime {
+    let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(old))
+        .expect("set mtime");
+    old
+}
+
+fn mtime(path: &Path) -> SystemTime {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .expect("mtime")
+}
+
+// ---------------------------------------------------------------------------
+// The pidfile of a running daemon
+// ---------------------------------------------------------------------------
+
+#[test]
+fn pidfile_names_the_daemon_which_holds_a_read_only_locked_descriptor_on_it() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    let mut cmd = shell(
+        "sh",
+        r#"umask 077; [ "$(umask)" = 0077 ] || exit 99; exec "$DAEMONIZE" "$@""#,
+    );
+    let spec = DaemonSpec::new(dir.path());
+    cmd.arg("-p")
+        .arg(&pidfile)
+        .arg("--")
+        .args(spec.argv())
+        .run()
+        .assert_started();
+    // Written before daemonize returned: read at once, without waiting.
+    let written = fs::read_to_string(&pidfile).expect("no pidfile after daemonize returned");
+    let daemon = spec.start();
+
+    assert_eq!(written, format!("{}\n", daemon.pid()));
+    assert!(daemon.is_alive());
+    assert_eq!(daemon.stat().ppid, test_pid());
+    assert_holds_lock_on(&daemon, &pidfile);
+
+    let meta = fs::metadata(&pidfile).unwrap();
+    assert!(meta.is_file());
+    assert_eq!(
+        meta.permissions().mode() & 0o7777,
+        0o644,
+        "mode {:o} despite umask 077",
+        meta.permissions().mode()
+    );
+    assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
+}
+
+#[test]
+fn a_second_start_is_refused_with_exit_1_naming_the_running_pid() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    let (first, _spec) = launch(dir.path(), &pidfile_option(&pidfile));
+    let content = fs::read(&pidfile).unwrap();
+    let inode = fs::metadata(&pidfile).unwrap().ino();
+
+    let (output, second) = start(dir.path(), &pidfile_option(&pidfile));
+    output.assert_failed(1, &[]);
+    assert_eq!(
+        output.stderr,
+        format!(
+            "daemonize: already running (pid {}) according to '{}'\n",
+            first.pid(),
+            pidfile.display()
+        )
+    );
+    assert_no_leftover(&second.marker);
+    assert!(!second.pidfile.exists(), "the second daemon command ran");
+
+    assert!(first.is_alive());
+    assert_eq!(fs::read(&pidfile).unwrap(), content);
+    assert_eq!(fs::metadata(&pidfile).unwrap().ino(), inode);
+    assert_holds_lock_on(&first, &pidfile);
+}
+
+/// Kills (by handle) and reaps every spawned process that has not been
+/// waited for, when a test fails half way.
+struct Spawned(Vec<Child>);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+#[test]
+fn forty_concurrent_starts_leave_exactly_one_daemon_named_by_the_pidfile() {
+    init();
+    let dir = tempdir();
+    concurrent_starts(&dir.path().join("race.pid"));
+}
+
+#[test]
+fn forty_concurrent_starts_over_a_stale_pidfile_leave_exactly_one_daemon() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("race.pid");
+    // Stale: nobody holds its lock. It names a live process that is not
+    // the daemon, which nobody may signal.
+    let mut bystander = Bystander::spawn();
+    fs::write(&pidfile, format!("{}\n", bystander.pid())).unwrap();
+    concurrent_starts(&pidfile);
+    bystander.assert_untouched();
+}
+
+/// Starts `daemonize -p PIDFILE -- sleep MARKER` 40 times at once and
+/// checks that exactly one daemon runs, named by the pidfile, and that the
+/// 39 others were refused with exit 1.
+fn concurrent_starts(pidfile: &Path) {
+    const STARTS: usize = 40;
+    let marker = unique_marker();
+
+    // Spawn all, each held at a start gate: a shell reading a pipe that
+    // they share. Closing its write end releases them all at once, and each
+    // execs daemonize; they race for the lock. Then wait for all.
+    let (gate, release) = std::io::pipe().expect("pipe");
+    let mut cmds = Vec::new();
+    let mut stderrs = Vec::new();
+    let mut spawned = Spawned(Vec::new());
+    for _ in 0..STARTS {
+        let mut cmd = shell("sh", r#"read _; exec "$DAEMONIZE" "$@""#);
+        let stderr = tempfile::tempfile().expect("capture file");
+        cmd.arg("-p")
+            .arg(pidfile)
+            .args(["--", "sleep", marker.as_str()]);
+        cmd.command_mut()
+            .stdin(gate.try_clone().expect("dup the gate"))
+            .stdout(Stdio::null())
+            .stderr(stderr.try_clone().expect("dup capture file"));
+        spawned.0.push(cmd.command_mut().spawn().expect("spawn sh"));
+        cmds.push(cmd);
+        stderrs.push(stderr);
+    }
+    drop(gate);
+    // Best effort, for a tighter race: every shell has started. The result
+    // does not depend on it.
+    for child in &spawned.0 {
+        let pid = i32::try_from(child.id()).expect("PID fits in pid_t");
+        wait_for_optional(TIMEOUT, || {
+            procfs::cmdline(pid)
+                .map_or(true, |argv| argv.first().is_some_and(|a| a == "sh"))
+                .then_some(())
+        });
+    }
+    drop(release);
+    let codes: Vec<Option<i32>> = spawned
+        .0
+        .iter_mut()
+        .map(|child| {
+            wait_for(TIMEOUT, "a concurrent daemonize to exit", || {
+                child.try_wait().expect("try_wait")
+            })
+            .code()
+        })
+        .collect();
+
+    // Own every daemon before asserting anything: the one the pidfile
+    // names (the PID is written before daemonize returns) once it runs
+    // `sleep MARKER` (so never a stale PID), and any other process with the
+    // marker.
+    let mut guards = Vec::new();
+    let mut owned = BTreeSet::new();
+    let named = fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok());
+    if let Some(pid) = named {
+        let runs_sleep = wait_for_optional(TIMEOUT, || {
+            procfs::cmdline(pid)
+                .is_ok_and(|argv| argv == ["sleep", marker.as_str()])
+                .then_some(())
+        });
+        if runs_sleep.is_some() {
+            owned.insert(pid);
+            guards.push(Daemon::new(pid));
+        }
+    }
+    let running: Vec<(i32, String)> = processes_with_marker(&marker);
+    for &(pid, _) in &running {
+        if owned.insert(pid) {
+            guards.push(Daemon::new(pid));
+        }
+    }
+
+    let messages: Vec<String> = stderrs
+        .iter_mut()
+        .map(|file| {
+            use std::io::{Read, Seek};
+            let mut text = String::new();
+            file.rewind().unwrap();
+            file.read_to_string(&mut text).unwrap();
+            text
+        })
+        .collect();
+    let started = codes.iter().filter(|&&c| c == Some(0)).count();
+    let refused = codes.iter().filter(|&&c| c == Some(1)).count();
+    assert_eq!(
+        (started, refused),
+        (1, STARTS - 1),
+        "exit codes {codes:?}, messages {messages:?}"
+    );
+    for (code, message) in codes.iter().zip(&messages) {
+        match code {
+            Some(0) => assert_eq!(message, "", "the winner printed something"),
+            _ => assert!(
+                message.starts_with("daemonize: already running")
+                    && message.contains(&format!("according to '{}'", pidfile.display()))
+                    && message.lines().count() == 1,
+                "unexpected refusal: {message:?}"
+            ),
+        }
+    }
+    let survivor = pid_in(pidfile);
+    assert_eq!(
+        running.iter().map(|(pid, _)| *pid).collect::<Vec<_>>(),
+        [survivor],
+        "processes with the marker: {running:?}"
+    );
+    assert_eq!(procfs::stat(survivor).unwrap().ppid, test_pid());
+    assert_eq!(
+        status(pidfile).assert_code(0).stdout,
+        format!("running (pid {survivor})\n")
+    );
+    drop(guards);
+    assert_no_leftover(&marker);
+}
+
+// ---------------------------------------------------------------------------
+// Stale pidfiles
+// ---------------------------------------------------------------------------
+
+#[test]
+fn after_kill_9_the_pidfile_is_stale_and_a_new_start_takes_it_over() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    let (old, _old_spec) = launch(dir.path(), &pidfile_option(&pidfile));
+    let old_pid = old.pid();
+
+    nix::sys::signal::kill(Pid::from_raw(old_pid), Signal::SIGKILL).expect("kill -9");
+    // Not reaped yet: a zombie, whose lock is already gone.
+    wait_exited(&old);
+    assert_eq!(pid_in(&pidfile), old_pid, "the pidfile was touched");
+    let stale = status(&pidfile);
+    stale.assert_code(1);
+    assert_eq!(
+        stale.stdout,
+        format!("not running (stale pidfile '{}')\n", pidfile.display())
+    );
+    drop(old); // Reaps it.
+    status(&pidfile).assert_code(1);
+
+    let (new, _new_spec) = launch(dir.path(), &pidfile_option(&pidfile));
+    assert_ne!(new.pid(), old_pid);
+    assert_eq!(pid_in(&pidfile), new.pid());
+    assert_holds_lock_on(&new, &pidfile);
+    assert_eq!(
+        status(&pidfile).assert_code(0).stdout,
+        format!("running (pid {})\n", new.pid())
+    );
+}
+
+#[test]
+fn a_failed_start_removes_a_stale_pidfile_rather_than_leave_it_naming_a_dead_process() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    let mut bystander = Bystander::spawn();
+    fs::write(&pidfile, format!("{}\n", bystander.pid())).unwrap();
+    let marker = unique_marker();
+    let missing = format!("daemonize-test-missing-{marker}");
+
+    let output = daemonize()
+        .arg("-p")
+        .arg(&pidfile)
+        .arg("--")
+        .arg(&missing)
+        .arg(&marker)
+        .run();
+    output.assert_failed(127, &[&format!("cannot execute '{missing}'")]);
+    assert!(!pidfile.exists(), "the pidfile was left behind");
+    assert_no_leftover(&marker);
+    bystander.assert_untouched();
+
+    // Nor is one left when there was none before.
+    let output = daemonize()
+        .arg("-p")
+        .arg(&pidfile)
+        .arg("--")
+        .arg(&missing)
+        .arg(&marker)
+        .run();
+    output.assert_failed(127, &[]);
+    assert!(!pidfile.exists(), "the pidfile was left behind");
+    status(&pidfile).assert_code(3);
+}
+
+/// While a start over a stale pidfile is under way (it holds the lock, and
+/// with `--ready-fd` it keeps holding it until the daemon is ready), the
+/// file still holds the *stale* PID: the new PID is only written at the
+/// end. `--status` then reports that stale PID as running, and `--stop`
+/// trusts it (the lock is held, the content unchanged) and signals whatever
+/// process has that PID now: exactly the PID-reuse case SPEC.md says
+/// `--stop` cannot hit. Here the stale PID is a live bystander of ours.
+#[test]
+fn a_start_in_progress_over_a_stale_pidfile_never_exposes_the_stale_pid() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    let mut bystander = Bystander::spawn();
+    fs::write(&pidfile, format!("{}\n", bystander.pid())).unwrap();
+
+    // A start that waits for a readiness notification that never comes.
+    let mut cmd = daemonize();
+    let spec = DaemonSpec::new(dir.path());
+    cmd.args(["--ready-fd", "3", "--ready-timeout", "60"])
+        .arg("-p")
+        .arg(&pidfile)
+        .arg("--")
+        .args(spec.argv());
+    cmd.command_mut()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut starting = Spawned(vec![cmd.command_mut().spawn().expect("spawn daemonize")]);
+    let daemon = spec.start(); // It runs, and daemonize holds the lock.
+
+    let during = status(&pidfile);
+    let stopped = stop(&pidfile, &["--timeout", "1"]);
+    bystander.assert_untouched();
+    assert_ne!(
+        during.stdout,
+        format!("running (pid {})\n", bystander.pid()),
+        "--status named the stale PID as running: {during:?}"
+    );
+    assert_ne!(stopped.code, Some(0), "{stopped:?}");
+
+    // The daemon dies before it is ready: daemonize gives up.
+    drop(daemon);
+    let child = &mut starting.0[0];
+    let ended = wait_for(TIMEOUT, "daemonize to give up", || {
+        child.try_wait().expect("try_wait")
+    });
+    assert_eq!(ended.code(), Some(125));
+}
+
+// ---------------------------------------------------------------------------
+// --stop
+// ---------------------------------------------------------------------------
+
+/// The bit of `signal` in a /proc signal mask.
+fn signal_bit(signal: Signal) -> u64 {
+    1 << (signal as i32 - 1)
+}
+
+#[test]
+fn stop_kills_a_daemon_that_ignores_the_signal_after_the_timeout() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    // The ignored disposition survives `exec sleep`: the process that holds
+    // the lock is the one that ignores TERM, and it has no children.
+    let spec = DaemonSpec::new(dir.path()).prelude(r#"trap "" TERM"#);
+    daemonize()
+        .arg("-p")
+        .arg(&pidfile)
+        .arg("--")
+        .args(spec.argv())
+        .run()
+        .assert_started();
+    let daemon = spec.start();
+    assert_ne!(
+        daemon.status().sig_ign() & signal_bit(Signal::SIGTERM),
+        0,
+        "set-up: the daemon does not ignore TERM"
+    );
+    assert_holds_lock_on(&daemon, &pidfile);
+
+    let before = Instant::now();
+    let output = stop(&pidfile, &["--timeout", "1"]);
+    let elapsed = before.elapsed();
+    output.assert_code(0);
+    assert_eq!(output.stderr, "", "{output:?}");
+    assert!(!daemon.is_alive());
+    assert!(!pidfile.exists(), "the pidfile was not removed");
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "stopped after {elapsed:?}, before the 1 s timeout"
+    );
+    assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
+    let pid = daemon.pid();
+    assert!(
+        matches!(reap(daemon), WaitStatus::Signaled(_, Signal::SIGKILL, _)),
+        "pid {pid} did not end by SIGKILL"
+    );
+    status(&pidfile).assert_code(3);
+}
+
+/// Starts a daemon, stops it with `options`, and checks that it ended by
+/// `expected` and that the pidfile is gone.
+#[track_caller]
+fn assert_stopped_by(options: &[&str], expected: Signal) {
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    let (daemon, _spec) = launch(dir.path(), &pidfile_option(&pidfile));
+    let pid = daemon.pid();
+
+    let output = stop(&pidfile, options);
+    output.assert_code(0);
+    assert_eq!(output.stderr, "", "{options:?}: {output:?}");
+    assert!(!daemon.is_alive(), "{options:?}: the daemon still runs");
+    assert!(
+        !pidfile.exists(),
+        "{options:?}: the pidfile was not removed"
+    );
+    let ended = reap(daemon);
+    assert!(
+        matches!(ended, WaitStatus::Signaled(p, s, _) if p.as_raw() == pid && s == expected),
+        "{options:?}: expected the daemon to end by {expected}, got {ended:?}"
+    );
+    status(&pidfile).assert_code(3);
+}
+
+#[test]
+fn stop_sends_term_by_default_and_removes_the_pidfile() {
+    init();
+    assert_stopped_by(&[], Signal::SIGTERM);
+}
+
+#[test]
+fn stop_signal_is_accepted_by_name_number_and_sig_name() {
+    init();
+    for spelling in ["INT", "2", "SIGINT", "int"] {
+        assert_stopped_by(&["--signal", spelling], Signal::SIGINT);
+    }
+}
+
+#[test]
+fn stop_without_a_pidfile_succeeds_and_creates_nothing() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    stop(&pidfile, &[]).assert_code(0);
+    assert!(!pidfile.exists());
+}
+
+#[test]
+fn stop_with_a_stale_pidfile_removes_it_and_signals_nobody() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    // The stale pidfile names a live process, which is not the daemon.
+    let mut bystander = Bystander::spawn();
+    fs::write(&pidfile, format!("{}\n", bystander.pid())).unwrap();
+    stop(&pidfile, &["--timeout", "0"]).assert_code(0);
+    assert!(!pidfile.exists(), "the stale pidfile was not removed");
+    bystander.assert_untouched();
+}
+
+#[test]
+fn stop_refuses_a_locked_pidfile_that_holds_no_pid() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    fs::write(&pidfile, "hello").unwrap();
+    let holder = File::open(&pidfile).unwrap();
+    holder.try_lock().expect("lock the pidfile");
+    stop(&pidfile, &[]).assert_failed(1, &["cannot stop the daemon", "hello"]);
+    assert_eq!(fs::read_to_string(&pidfile).unwrap(), "hello");
+}
+
+// ---------------------------------------------------------------------------
+// --status
+// ---------------------------------------------------------------------------
+
+#[test]
+fn status_of_a_running_daemon_exits_0_and_prints_its_pid() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    let (daemon, _spec) = launch(dir.path(), &pidfile_option(&pidfile));
+    let output = status(&pidfile);
+    output.assert_code(0);
+    assert_eq!(output.stdout, format!("running (pid {})\n", daemon.pid()));
+    assert_eq!(output.stderr, "");
+}
+
+#[test]
+fn status_without_a_pidfile_exits_3() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    let output = status(&pidfile);
+    output.assert_code(3);
+    assert_eq!(
+        output.stdout,
+        format!("not running (no pidfile '{}')\n", pidfile.display())
+    );
+    assert_eq!(output.stderr, "");
+    assert!(!pidfile.exists());
+}
+
+#[test]
+fn status_of_a_locked_pidfile_with_garbage_exits_4_and_by_the_lock_alone() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    fs::write(&pidfile, "hello").unwrap();
+
+    // Nobody holds its lock: stale, whatever it says.
+    status(&pidfile).assert_code(1);
+
+    // We hold the lock: something runs, but the file names no PID.
+    let holder = File::open(&pidfile).unwrap();
+    holder.try_lock().expect("lock the pidfile");
+    status(&pidfile).assert_failed(
+        4,
+        &[
+            "cannot tell whether the daemon runs",
+            &format!("'{}'", pidfile.display()),
+            "hello",
+        ],
+    );
+    // Unlock explicitly rather than by closing: a process that another
+    // test thread is forking may hold a copy of the descriptor until it
+    // execs, and the lock lives as long as any copy does.
+    holder.unlock().expect("unlock the pidfile");
+    status(&pidfile).assert_code(1);
+    assert_eq!(fs::read_to_string(&pidfile).unwrap(), "hello");
+}
+
+// ---------------------------------------------------------------------------
+// Bad pidfile paths
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_symlinked_pidfile_is_refused_and_its_target_untouched() {
+    init();
+    let dir = tempdir();
+    let target = dir.path().join("target");
+    fs::write(&target, "precious\n").unwrap();
+    let old = set_old_mtime(&target);
+    let link = dir.path().join("app.pid");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    let (output, spec) = start(dir.path(), &pidfile_option(&link));
+    output.assert_failed(
+        125,
+        &[
+            &format!("cannot open pidfile '{}'", link.display()),
+            "symbolic link",
+        ],
+    );
+    assert_no_leftover(&spec.marker);
+    assert!(!spec.pidfile.exists(), "the daemon command ran");
+
+    status(&link).assert_failed(4, &["cannot tell whether the daemon runs", "symbolic link"]);
+    stop(&link, &[]).assert_failed(1, &["cannot stop the daemon", "symbolic link"]);
+
+    assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+    assert_eq!(mtime(&target), old, "the target was written to");
+    assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+}
+
+#[test]
+fn a_dangling_symlinked_pidfile_is_refused_and_its_target_not_created() {
+    init();
+    let dir = tempdir();
+    let target = dir.path().join("target");
+    let link = dir.path().join("app.pid");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    let (output, spec) = start(dir.path(), &pidfile_option(&link));
+    output.assert_failed(125, &["symbolic link"]);
+    assert_no_leftover(&spec.marker);
+    assert!(!target.exists(), "the symlink was followed");
+    status(&link).assert_failed(4, &["symbolic link"]);
+    assert!(!target.exists(), "the symlink was followed");
+}
+
+#[test]
+fn a_pidfile_in_a_missing_directory_exits_125_naming_it() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("missing").join("app.pid");
+    let (output, spec) = start(dir.path(), &pidfile_option(&pidfile));
+    output.assert_failed(
+        125,
+        &[
+            &format!("cannot open pidfile '{}'", pidfile.display()),
+            "No such file or directory",
+        ],
+    );
+    assert_no_leftover(&spec.marker);
+    assert!(!spec.pidfile.exists(), "the daemon command ran");
+    assert!(!dir.path().join("missing").exists());
+}
+
+// ---------------------------------------------------------------------------
+// Usage errors
+// ---------------------------------------------------------------------------
+
+#[test]
+fn status_and_stop_need_a_pidfile() {
+    init();
+    for action in ["--status", "--stop"] {
+        daemonize()
+            .arg(action)
+            .run()
+            .assert_failed(125, &["--pidfile"]);
+    }
+}
+
+#[test]
+fn status_or_stop_with_a_command_is_a_usage_error() {
+    init();
+    for action in ["--status", "--stop"] {
+        let dir = tempdir();
+        let pidfile = dir.path().join("app.pid");
+        let (output, spec) = start(
+            dir.path(),
+            &[OsStr::new(action), OsStr::new("-p"), pidfile.as_os_str()],
+        );
+        output.assert_failed(125, &[action, "cannot be used with"]);
+        assert_no_leftover(&spec.marker);
+        assert!(!spec.pidfile.exists(), "{action}: the daemon command ran");
+        assert!(!pidfile.exists(), "{action}: a pidfile was created");
+    }
+}
+
+#[test]
+fn an_unknown_signal_or_a_bad_timeout_is_a_usage_error_and_stops_nothing() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    let (daemon, _spec) = launch(dir.path(), &pidfile_option(&pidfile));
+    for bogus in ["BOGUS", "SIGBOGUS", "0", "99", ""] {
+        stop(&pidfile, &["--signal", bogus]).assert_failed(
+            125,
+            &[&format!("invalid value '{bogus}' for '--signal <SIG>'")],
+        );
+    }
+    for bogus in ["abc", "inf", "1s"] {
+        stop(&pidfile, &["--timeout", bogus]).assert_failed(
+            125,
+            &[&format!("invalid value '{bogus}' for '--timeout <SECS>'")],
+        );
+    }
+    assert!(daemon.is_alive());
+    assert_eq!(pid_in(&pidfile), daemon.pid());
+}
+
+/// SPEC.md gives `--signal` and `--timeout` only with `--stop`; given with a
+/// command they must be refused, not silently ignored (clap alone lets this
+/// `requires` pass because `--stop` conflicts with COMMAND).
+#[test]
+fn signal_or_timeout_without_stop_is_a_usage_error() {
+    init();
+    for option in [["--signal", "INT"], ["--timeout", "3"]] {
+        let dir = tempdir();
+        let pidfile = dir.path().join("app.pid");
+        let (output, spec) = start(
+            dir.path(),
+            &[
+                OsStr::new("-p"),
+                pidfile.as_os_str(),
+                OsStr::new(option[0]),
+                OsStr::new(option[1]),
+            ],
+        );
+        // Own the daemon if it was started after all.
+        let _daemon = (output.code == Some(0)).then(|| spec.start());
+        output.assert_failed(125, &[option[0]]);
+        assert_no_leftover(&spec.marker);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The lockfile
+// ---------------------------------------------------------------------------
+
+#[test]
+fn lockfile_refuses_a_second_start_and_its_content_is_never_touched() {
+    init();
+    let dir = tempdir();
+    let lockfile = dir.path().join("app.lock");
+    fs::write(&lockfile, "not a pid\n").unwrap();
+    let old = set_old_mtime(&lockfile);
+    let option = [OsStr::new("-l"), lockfile.as_os_str()];
+
+    let (first, _spec) = launch(dir.path(), &option);
+    assert_holds_lock_on(&first, &lockfile);
+    assert_eq!(fs::read_to_string(&lockfile).unwrap(), "not a pid\n");
+    assert_eq!(mtime(&lockfile), old, "the lockfile was written to");
+
+    let (output, second) = start(dir.path(), &option);
+    output.assert_failed(1, &[]);
+    assert_eq!(
+        output.stderr,
+        format!(
+            "daemonize: already running according to '{}'\n",
+            lockfile.display()
+        )
+    );
+    assert_no_leftover(&second.marker);
+    assert!(!second.pidfile.exists(), "the second daemon command ran");
+    assert!(first.is_alive());
+    assert_eq!(fs::read_to_string(&lockfile).unwrap(), "not a pid\n");
+    assert_eq!(mtime(&lockfile), old, "the lockfile was written to");
+}
+
+#[test]
+fn lockfile_is_created_empty_and_0644() {
+    init();
+    let dir = tempdir();
+    let lockfile = dir.path().join("app.lock");
+    let mut cmd = shell("sh", r#"umask 077; exec "$DAEMONIZE" "$@""#);
+    let spec = DaemonSpec::new(dir.path());
+    cmd.arg("-l")
+        .arg(&lockfile)
+        .arg("--")
+        .args(spec.argv())
+        .run()
+        .assert_started();
+    let daemon = spec.start();
+    assert_holds_lock_on(&daemon, &lockfile);
+    let meta = fs::metadata(&lockfile).unwrap();
+    assert_eq!(meta.len(), 0);
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o644);
+}
+
+// ---------------------------------------------------------------------------
+// The LSB init script example
+// ---------------------------------------------------------------------------
+
+const INIT_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/examples/init.d/daemonize-example"
+);
+
+/// The init script's configuration, all in a temporary directory.
+struct Service {
+    name: String,
+    marker: String,
+    pidfile: PathBuf,
+    logfile: PathBuf,
+    _dir: TempDir,
+}
+
+impl Service {
+    fn new() -> Service {
+        let dir = tempdir();
+        let marker = unique_marker();
+        Service {
+            // Unique, so no /etc/default/NAME is sourced.
+            name: format!("daemonize-test-{marker}"),
+            pidfile: dir.path().join("service.pid"),
+            logfile: dir.path().join("service.log"),
+            marker,
+            _dir: dir,
+        }
+    }
+
+    /// `sh daemonize-example ACTION`.
+    fn run(&self, action: &str) -> Output {
+        let mut cmd = common::Cmd::new("sh");
+        cmd.arg(INIT_SCRIPT)
+            .arg(action)
+            .env("NAME", &self.name)
+            .env("DAEMON", "/bin/sleep")
+            .env("DAEMON_ARGS", &self.marker)
+            .env("DAEMONIZE", common::bin())
+            .env("PIDFILE", &self.pidfile)
+            .env("LOGFILE", &self.logfile)
+            .env("STOP_TIMEOUT", "10");
+        cmd.run()
+    }
+
+    /// Owns the daemon with this PID, once it runs `/bin/sleep MARKER`.
+    #[track_caller]
+    fn daemon(&self, pid: i32) -> Daemon {
+        let daemon = Daemon::new(pid);
+        wait_until(TIMEOUT, "the service to run sleep", || {
+            assert!(daemon.is_alive(), "the service {} died", daemon.pid());
+            procfs::cmdline(daemon.pid())
+                .is_ok_and(|argv| argv == ["/bin/sleep", self.marker.as_str()])
+        });
+        daemon
+    }
+
+    #[track_caller]
+    fn assert_status_running(&self, daemon: &Daemon) {
+        let output = self.run("status");
+        output.assert_code(0);
+        assert_eq!(output.stdout, format!("running (pid {})\n", daemon.pid()));
+    }
+}
+
+#[test]
+fn init_script_start_status_restart_stop() {
+    init();
+    let service = Service::new();
+    service.run("status").assert_code(3);
+
+    service.run("start").assert_started();
+    let first = service.daemon(pid_in(&service.pidfile));
+    assert_descriptors(&first, &service.logfile, &service.pidfile);
+    service.assert_status_running(&first);
+
+    // LSB: starting a running service succeeds, and changes nothing.
+    let again = service.run("start");
+    again.assert_code(0);
+    assert!(
+        again.stdout.contains("already running"),
+        "second start: {again:?}"
+    );
+    assert_eq!(pid_in(&service.pidfile), first.pid());
+    assert_eq!(processes_with_marker(&service.marker).len(), 1);
+
+    let restart = service.run("restart");
+    restart.assert_code(0);
+    let pid = pid_in(&service.pidfile);
+    assert_ne!(pid, first.pid(), "restart: {restart:?}");
+    // The new daemon is owned before anything else is checked.
+    let second = service.daemon(pid);
+    assert!(!first.is_alive(), "the old daemon survived the restart");
+    service.assert_status_running(&second);
+    assert_eq!(
+        processes_with_marker(&service.marker)
+            .iter()
+            .map(|(pid, _)| *pid)
+            .collect::<Vec<_>>(),
+        [second.pid()]
+    );
+
+    service.run("stop").assert_code(0);
+    assert!(!second.is_alive(), "the daemon survived stop");
+    assert!(!service.pidfile.exists(), "stop left the pidfile");
+    let output = service.run("status");
+    output.assert_code(3);
+    assert!(output.stdout.starts_with("not running"), "{output:?}");
+    assert_no_leftover(&service.marker);
+
+    // Stopping a stopped service succeeds too.
+    service.run("stop").assert_code(0);
+}
+
+#[test]
+fn init_script_rejects_an_unknown_action() {
+    init();
+    let service = Service::new();
+    let output = service.run("bogus");
+    output.assert_code(2);
+    assert!(output.stderr.contains("Usage:"), "{output:?}");
+    assert!(!service.pidfile.exists());
+    assert_no_leftover(&service.marker);
+}
