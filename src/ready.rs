@@ -67,7 +67,14 @@ enum Event {
     Ready,
     Extend(Duration),
     Failed(String),
+    /// The readiness pipe reached EOF without a newline.
+    Closed,
 }
+
+/// How long an EOF on the readiness pipe may precede the pidfd reporting
+/// the exit that caused it: the kernel closes a dying process's files
+/// before it notifies its pidfd.
+const EXIT_AFTER_EOF: Duration = Duration::from_millis(200);
 
 impl Readiness {
     /// `--wait-ready`: the socket, and `NOTIFY_SOCKET` for the daemon.
@@ -174,6 +181,18 @@ impl Readiness {
                         tracing::debug!(?by, "deadline extended");
                     }
                     Ok(Event::Nothing) => {}
+                    Ok(Event::Closed) if exited_within(&pidfd, EXIT_AFTER_EOF) => {
+                        return Err(died(pid, plan));
+                    }
+                    Ok(Event::Closed) => {
+                        let how = stop(&pidfd, pid);
+                        return Err(anyhow!(
+                            "the daemon (pid {pid}) closed descriptor {} without writing a newline \
+                             (not ready); {how}",
+                            self.channel.target()
+                        )
+                        .into());
+                    }
                     Ok(Event::Failed(why)) => {
                         let how = stop(&pidfd, pid);
                         return Err(anyhow!(
@@ -189,20 +208,7 @@ impl Readiness {
                     }
                 }
             } else if exited {
-                let why = match waitpid(pid, None) {
-                    Ok(WaitStatus::Exited(_, code)) => format!("exited with status {code}"),
-                    Ok(WaitStatus::Signaled(_, signal, core)) => {
-                        format!(
-                            "was killed by signal {signal}{}",
-                            if core { " (core dumped)" } else { "" }
-                        )
-                    }
-                    _ => "exited".to_owned(),
-                };
-                let tail = plan.outputs.tail(plan.creds.as_ref());
-                return Err(
-                    anyhow!("the daemon (pid {pid}) {why} before it was ready{tail}").into(),
-                );
+                return Err(died(pid, plan));
             } else if n == 0 && left.is_zero() {
                 let how = stop(&pidfd, pid);
                 return Err(anyhow!(
@@ -220,6 +226,14 @@ impl Channel {
         match self {
             Channel::Notify(n) => n.socket.as_fd(),
             Channel::Fd(p) => p.read.as_fd(),
+        }
+    }
+
+    /// The daemon's descriptor number for `--ready-fd`.
+    fn target(&self) -> RawFd {
+        match self {
+            Channel::Fd(p) => p.target,
+            Channel::Notify(_) => -1,
         }
     }
 
@@ -283,10 +297,7 @@ impl ReadyPipe {
     fn receive(&mut self) -> anyhow::Result<Event> {
         let mut buf = [0u8; 512];
         match self.read.read(&mut buf) {
-            Ok(0) => Ok(Event::Failed(format!(
-                "closed descriptor {} without writing a newline",
-                self.target
-            ))),
+            Ok(0) => Ok(Event::Closed),
             Ok(len) if buf[..len].contains(&b'\n') => Ok(Event::Ready),
             Ok(_) => Ok(Event::Nothing),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Event::Nothing),
@@ -298,30 +309,47 @@ impl ReadyPipe {
 /// Stops a daemon whose start failed: SIGTERM, a short grace, SIGKILL, then
 /// reap it. Returns what was done, for the message.
 fn stop(pidfd: &OwnedFd, pid: Pid) -> &'static str {
-    let exited_within = |grace: Duration| {
-        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        let deadline = Instant::now() + grace;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match poll(
-                &mut fds,
-                PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
-            ) {
-                Ok(0) => return false,
-                Ok(_) => return true,
-                Err(Errno::EINTR) => continue,
-                Err(_) => return false,
-            }
-        }
-    };
     let _ = detach::pidfd_send_signal(pidfd, Signal::SIGTERM);
-    let how = if exited_within(STOP_GRACE) {
+    let how = if exited_within(pidfd, STOP_GRACE) {
         "stopped it with SIGTERM"
     } else {
         let _ = detach::pidfd_send_signal(pidfd, Signal::SIGKILL);
-        exited_within(STOP_GRACE);
+        exited_within(pidfd, STOP_GRACE);
         "killed it with SIGKILL"
     };
     let _ = waitpid(pid, None);
     how
+}
+
+/// The failure for a daemon that exited on its own before it was ready:
+/// reaps it (it is our child) for its status, and adds its last log lines.
+fn died(pid: Pid, plan: &Plan) -> Failure {
+    let why = match waitpid(pid, None) {
+        Ok(WaitStatus::Exited(_, code)) => format!("exited with status {code}"),
+        Ok(WaitStatus::Signaled(_, signal, core)) => format!(
+            "was killed by signal {signal}{}",
+            if core { " (core dumped)" } else { "" }
+        ),
+        _ => "exited".to_owned(),
+    };
+    let tail = plan.outputs.tail(plan.creds.as_ref());
+    anyhow!("the daemon (pid {pid}) {why} before it was ready{tail}").into()
+}
+
+/// Whether the process behind `pidfd` exits within `grace`.
+fn exited_within(pidfd: &OwnedFd, grace: Duration) -> bool {
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let deadline = Instant::now() + grace;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) => return false,
+            Ok(_) => return true,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
 }
