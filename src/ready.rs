@@ -309,6 +309,10 @@ impl ReadyPipe {
 /// Stops a daemon whose start failed: SIGTERM, a short grace, SIGKILL, then
 /// reap it. Returns what was done, for the message.
 fn stop(pidfd: &OwnedFd, pid: Pid) -> &'static str {
+    if exited_within(pidfd, Duration::ZERO) {
+        let _ = waitpid(pid, None);
+        return "it has exited";
+    }
     let _ = detach::pidfd_send_signal(pidfd, Signal::SIGTERM);
     let how = if exited_within(pidfd, STOP_GRACE) {
         "stopped it with SIGTERM"

@@ -1,0 +1,115 @@
+#!/usr/bin/python3
+"""A daemon for the readiness tests (tests/ready.rs), driven by its arguments.
+
+    notify.py ACTION [ARG] ACTION [ARG] ...
+
+The actions run in order; after the last one the program waits until it is
+killed (for at most HOLD_LIMIT seconds, so that a test that died before it
+could take ownership leaves nothing behind for long).
+
+    mark TEXT        does nothing: TEXT (a unique marker) is only in argv
+    send TEXT        send TEXT as one datagram to $NOTIFY_SOCKET
+    write FD TEXT    write TEXT to descriptor FD
+    close FD         close descriptor FD
+    print TEXT       print TEXT and a newline on stdout, flushed
+    pid FILE         write our PID and a newline to FILE
+    env FILE         write $NOTIFY_SOCKET and a newline to FILE
+    stamp FILE       write time.monotonic() (CLOCK_MONOTONIC) to FILE
+    wait FILE        wait until FILE exists (exit 98 after WAIT_LIMIT s)
+    ignore SIG       ignore signal SIG (a name without SIG, like TERM)
+    kill SIG         send signal SIG to ourselves
+    exit N           exit with status N at once
+    stamp-exit FILE N   stamp FILE, then exit N at once
+
+Files are written to a temporary name and renamed, so a reader never sees
+half a line. Uses nothing but the standard library: it runs as any user.
+"""
+
+import os
+import signal
+import socket
+import sys
+import time
+
+WAIT_LIMIT = 60.0
+HOLD_LIMIT = 300.0
+
+
+def write_file(path, text):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, path)
+
+
+def send(text):
+    path = os.environ["NOTIFY_SOCKET"]
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(text.encode(), path)
+
+
+def signal_number(name):
+    return getattr(signal, "SIG" + name)
+
+
+def main(args):
+    i = 0
+
+    def arg():
+        nonlocal i
+        i += 1
+        return args[i - 1]
+
+    while i < len(args):
+        action = arg()
+        if action == "mark":
+            arg()
+        elif action == "send":
+            send(arg())
+        elif action == "write":
+            fd = int(arg())
+            os.write(fd, arg().encode())
+        elif action == "close":
+            os.close(int(arg()))
+        elif action == "print":
+            sys.stdout.write(arg() + "\n")
+            sys.stdout.flush()
+        elif action == "pid":
+            write_file(arg(), "%d\n" % os.getpid())
+        elif action == "env":
+            write_file(arg(), os.environ.get("NOTIFY_SOCKET", "") + "\n")
+        elif action == "stamp":
+            write_file(arg(), "%.9f\n" % time.monotonic())
+        elif action == "stamp-exit":
+            path = arg()
+            code = int(arg())
+            write_file(path, "%.9f\n" % time.monotonic())
+            os._exit(code)
+        elif action == "wait":
+            path = arg()
+            deadline = time.monotonic() + WAIT_LIMIT
+            while not os.path.exists(path):
+                if time.monotonic() > deadline:
+                    os._exit(98)
+                time.sleep(0.005)
+        elif action == "ignore":
+            signal.signal(signal_number(arg()), signal.SIG_IGN)
+        elif action == "kill":
+            os.kill(os.getpid(), signal_number(arg()))
+            # A caught or ignored signal must not let the script go on.
+            os._exit(97)
+        elif action == "exit":
+            os._exit(int(arg()))
+        else:
+            sys.stderr.write("notify.py: unknown action %r\n" % action)
+            os._exit(96)
+    deadline = time.monotonic() + HOLD_LIMIT
+    while time.monotonic() < deadline:
+        time.sleep(1)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
