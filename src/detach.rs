@@ -11,10 +11,21 @@
 //! The shape follows systemd daemon(7) and Stevens (APUE 13.3): fork, setsid
 //! in the child, fork again so the daemon is not a session leader and can
 //! never acquire a controlling terminal, and let the intermediate exit.
+//!
+//! Both forks are `clone(CLONE_VM | CLONE_VFORK)` on a stack of their own,
+//! the way glibc's posix_spawn works: the children borrow the original
+//! process's memory instead of copying its page tables, and each parent
+//! sleeps until its child has exec'd or exited. So the original process
+//! resumes only once the daemon has exec'd (or failed), and nothing is
+//! copied or torn down on the way; a launcher is mostly that work (issue 6).
+//! Sharing memory adds one rule to the usual ones: a child writes only to its
+//! own stack, the report pipe, and `errno`; the one global it must set,
+//! `environ`, is put back by the original process.
 
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::mem::MaybeUninit;
 use std::ptr;
 
 use anyhow::Context;
@@ -73,12 +84,15 @@ struct ChildArgs<'a> {
     inherit: &'a [c_int],
     /// Descriptors above 2 that survive into the daemon, sorted ascending.
     keep: &'a [c_int],
+    /// The daemon's stack, used by the intermediate to clone it.
+    daemon_stack: *mut Stack,
 }
 
 /// Forks the intermediate child, which forks the daemon. Returns in the
 /// original process only; the children end in `execvp` or `_exit`.
 pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).context("cannot create the report pipe")?;
+    let mut stacks = Stacks::new();
 
     let groups: Vec<libc::gid_t> = plan
         .creds
@@ -120,41 +134,91 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
         ready,
         inherit: &inherit,
         keep: &keep,
+        daemon_stack: &mut *stacks.daemon,
     };
 
     tracing::debug!(kept = ?keep, "forking");
-    // SAFETY: the process is single-threaded (no runtime or logging thread
-    // exists), so the child cannot inherit a lock held by another thread. The
-    // child runs only `intermediate`, which makes async-signal-safe calls on
-    // data prepared above and never returns.
-    match unsafe { raw_fork() } {
-        -1 => Err(Errno::last()).context("cannot fork"),
-        0 => intermediate(&args),
-        pid => {
-            drop(report_w);
-            Ok(Spawned {
-                intermediate: Pid::from_raw(pid),
-                report: report_r,
-            })
+    // SAFETY: `environ` is read and written only on this thread (the process
+    // is single-threaded); the daemon may point it at `envp` before exec in
+    // our shared memory, so it is put back below.
+    let saved_environ = unsafe { environ };
+    // SAFETY: see `vfork_into`. `args` and everything it points into live in
+    // this frame or in the Plan, both alive until clone returns, which is
+    // after the children no longer use our memory.
+    let pid = unsafe { vfork_into(intermediate_entry, &mut stacks.intermediate, &args) };
+    // SAFETY: as above; restores what the daemon may have changed.
+    unsafe { environ = saved_environ };
+    if pid == -1 {
+        return Err(Errno::last()).context("cannot fork");
+    }
+    drop(report_w);
+    Ok(Spawned {
+        intermediate: Pid::from_raw(pid),
+        report: report_r,
+    })
+}
+
+/// Stack space for one child: the intermediate needs little; the daemon's
+/// execvp builds a path (PATH_MAX + NAME_MAX) and, for a script without a
+/// shebang, a copy of argv on it.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// One child's stack, 16-byte aligned. Left uninitialised: only the few
+/// pages a child actually uses are ever touched.
+type Stack = [MaybeUninit<u128>];
+
+/// The children's stacks, allocated before cloning.
+struct Stacks {
+    intermediate: Box<Stack>,
+    daemon: Box<Stack>,
+}
+
+impl Stacks {
+    fn new() -> Stacks {
+        let words = CHILD_STACK / std::mem::size_of::<u128>();
+        Stacks {
+            intermediate: Box::new_uninit_slice(words),
+            daemon: Box::new_uninit_slice(words),
         }
     }
 }
 
-/// fork(2) as a bare `clone(SIGCHLD)` system call, skipping glibc's
-/// `fork()` bookkeeping (atfork handlers, malloc and stdio locks, thread
-/// descriptor updates). The children never use glibc state that this leaves
-/// stale: they make raw system calls and end in execvp or _exit. Each store
-/// glibc's wrapper makes in the child is a copy-on-write page fault, and a
-/// launcher is mostly page faults (issue 6).
+/// Starts `entry(args)` in a child that shares our memory, on `stack`, and
+/// returns its PID once it has exec'd or exited (or -1 with errno).
 ///
 /// # Safety
-/// As for fork(2) in a single-threaded process: the child may only call
-/// async-signal-safe functions that do not depend on glibc's per-thread
-/// bookkeeping (raw system calls, execve/execvp, _exit).
-unsafe fn raw_fork() -> libc::pid_t {
-    // SAFETY: clone with only SIGCHLD and a zero stack pointer duplicates
-    // the calling process exactly like fork(2), child on a copy of our stack.
-    unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) as libc::pid_t }
+/// The process must be single-threaded. `entry` must never return, must
+/// write to no memory but its own stack, the `errno` it shares with us and
+/// `environ`, and may call only async-signal-safe functions. `args` must stay
+/// valid until this returns.
+unsafe fn vfork_into(
+    entry: extern "C" fn(*mut libc::c_void) -> c_int,
+    stack: &mut Stack,
+    args: &ChildArgs,
+) -> libc::pid_t {
+    let top = stack.as_mut_ptr_range().end.cast::<libc::c_void>();
+    // SAFETY: `top` is the 16-byte-aligned end of a live stack that nothing
+    // else uses while the child runs; CLONE_VFORK suspends us until the child
+    // leaves our memory, so it never races with us; the caller upholds the
+    // rest.
+    unsafe {
+        libc::clone(
+            entry,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            args as *const ChildArgs as *mut libc::c_void,
+        )
+    }
+}
+
+extern "C" fn intermediate_entry(args: *mut libc::c_void) -> c_int {
+    // SAFETY: `spawn` passes a pointer to a ChildArgs that outlives us.
+    intermediate(unsafe { &*(args as *const ChildArgs) })
+}
+
+extern "C" fn daemon_entry(args: *mut libc::c_void) -> c_int {
+    // SAFETY: `intermediate` passes on the pointer it received.
+    daemon(unsafe { &*(args as *const ChildArgs) })
 }
 
 fn null_terminated(ptrs: impl Iterator<Item = *const c_char>) -> Vec<*const c_char> {
@@ -169,11 +233,12 @@ fn intermediate(args: &ChildArgs) -> ! {
     if unsafe { libc::setsid() } == -1 {
         fail(args.report, Stage::Setsid);
     }
-    // SAFETY: as in `spawn`: still single-threaded, and the child only runs
-    // `daemon`, which is async-signal-safe and never returns.
-    match unsafe { raw_fork() } {
+    // SAFETY: the daemon's stack was set aside by `spawn` for it alone, and
+    // `daemon` keeps to the rules of `vfork_into`.
+    let stack = unsafe { &mut *args.daemon_stack };
+    // SAFETY: as above.
+    match unsafe { vfork_into(daemon_entry, stack, args) } {
         -1 => fail(args.report, Stage::Fork),
-        0 => daemon(args),
         pid => {
             send(args.report, Stage::Pid, pid);
             // SAFETY: _exit ends the process without running atexit handlers
