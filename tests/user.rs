@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use common::procfs::{self, Status};
 use common::{
-    Cmd, Daemon, DaemonSpec, Output, assert_no_leftover, daemonize, init, shell, unique_marker,
+    Cmd, Daemon, DaemonSpec, Output, assert_no_leftover, bin, daemonize, init, shell, unique_marker,
 };
 use tempfile::TempDir;
 
@@ -902,4 +902,42 @@ fn setuid_binary_refuses_to_run() {
 fn setgid_binary_refuses_to_run() {
     init();
     assert_refuses_to_run_set_id(0o2755, "-g");
+}
+
+// ---------------------------------------------------------------------------
+// The static build (issue 6)
+// ---------------------------------------------------------------------------
+
+/// Whether an ELF executable asks for a dynamic loader (has PT_INTERP).
+fn has_program_interpreter(path: &str) -> bool {
+    let elf = fs::read(path).expect("read the binary");
+    assert_eq!(&elf[..4], b"\x7fELF", "{path} is not an ELF file");
+    let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    (0..phnum).any(|i| {
+        let at = phoff + i * phentsize;
+        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3 // PT_INTERP
+    })
+}
+
+/// The binary under test is the statically linked build that README and
+/// the benchmark describe, and it still resolves a local user and group by
+/// name (static glibc reads /etc/passwd and /etc/group itself).
+#[test]
+fn the_static_build_resolves_local_users_and_groups_by_name() {
+    init();
+    assert!(
+        !has_program_interpreter(bin()),
+        "{} is dynamically linked; .cargo/config.toml should make it static",
+        bin()
+    );
+    let launched = launch(["-u", "nobody", "-g", "nogroup"]);
+    let status = launched.daemon.status();
+    assert_ids(
+        &status,
+        NOBODY,
+        NOGROUP,
+        &expected_groups("nobody", NOGROUP),
+    );
 }
