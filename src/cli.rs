@@ -117,8 +117,9 @@ sections![
   If the daemon exits before it is ready, daemonize reports its status or
   signal at once, with the last lines of its log files, and exits 125. If it
   is not ready after --ready-timeout seconds (default 60), it gets SIGTERM,
-  then SIGKILL after 3 seconds, and daemonize exits 125. The pidfile names
-  the daemon only once it is ready."
+  then SIGKILL after 3 seconds, and daemonize exits 125. SIGINT, SIGTERM
+  or SIGHUP sent to daemonize while it waits stop the daemon the same way.
+  The pidfile names the daemon only once it is ready."
     ),
 ];
 

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -36,6 +37,9 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 pub struct Readiness {
     channel: Channel,
     timeout: Duration,
+    /// Blocked from before the fork, so no interrupt can slip in between
+    /// the daemon's start and our wait.
+    interrupts: Interrupts,
 }
 
 enum Channel {
@@ -115,6 +119,7 @@ impl Readiness {
             Readiness {
                 channel: Channel::Notify(socket),
                 timeout,
+                interrupts: Interrupts::new()?,
             },
             env_path,
         ))
@@ -134,6 +139,7 @@ impl Readiness {
                 _reserved: reserved,
             }),
             timeout,
+            interrupts: Interrupts::new()?,
         })
     }
 
@@ -152,7 +158,18 @@ impl Readiness {
         if let Channel::Fd(pipe) = &mut self.channel {
             pipe.write = None;
         }
-        let pidfd = detach::pidfd_open(pid).context("cannot open a pidfd for the daemon")?;
+        let pidfd = match detach::pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                // It is our child and unreaped, so the PID is still its own.
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return Err(anyhow!(e)
+                    .context("cannot open a pidfd to watch the daemon; killed it")
+                    .into());
+            }
+        };
+        let interrupts = &self.interrupts;
         let started = Instant::now();
         let mut deadline = started + self.timeout;
         loop {
@@ -162,6 +179,7 @@ impl Readiness {
             let mut fds = [
                 PollFd::new(self.channel.fd(), PollFlags::POLLIN),
                 PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(interrupts.fd.as_fd(), PollFlags::POLLIN),
             ];
             let n = match poll(&mut fds, timeout) {
                 Ok(n) => n,
@@ -170,6 +188,17 @@ impl Readiness {
             };
             let channel_ready = fds[0].any().unwrap_or(false);
             let exited = fds[1].any().unwrap_or(false);
+            if fds[2].any().unwrap_or(false)
+                && let Ok(Some(info)) = interrupts.fd.read_signal()
+            {
+                let name = Signal::try_from(info.ssi_signo as i32)
+                    .map_or_else(|_| info.ssi_signo.to_string(), |s| s.to_string());
+                let how = stop(&pidfd, pid);
+                return Err(anyhow!(
+                    "interrupted by {name} before the daemon (pid {pid}) was ready; {how}"
+                )
+                .into());
+            }
             if channel_ready {
                 match self.channel.receive() {
                     Ok(Event::Ready) => {
@@ -218,6 +247,35 @@ impl Readiness {
                 .into());
             }
         }
+    }
+}
+
+/// Interrupting daemonize while it waits (Ctrl-C, `timeout(1)` in the
+/// calling script, a hang-up) aborts the start like any other failure: the
+/// daemon is stopped before daemonize exits 125. SIGINT, SIGTERM and SIGHUP
+/// are blocked and read from a signalfd; dropping this unblocks them. The
+/// daemon does not inherit the mask: it empties its own before exec.
+struct Interrupts {
+    fd: SignalFd,
+    mask: SigSet,
+}
+
+impl Interrupts {
+    fn new() -> anyhow::Result<Interrupts> {
+        let mut mask = SigSet::empty();
+        for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            mask.add(signal);
+        }
+        mask.thread_block().context("cannot block signals")?;
+        let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .context("cannot create a signalfd")?;
+        Ok(Interrupts { fd, mask })
+    }
+}
+
+impl Drop for Interrupts {
+    fn drop(&mut self) {
+        let _ = self.mask.thread_unblock();
     }
 }
 

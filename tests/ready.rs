@@ -28,6 +28,8 @@ use common::{
     Cmd, Daemon, Output, TIMEOUT, assert_no_leftover, daemonize, init, procfs, shell, test_pid,
     unique_marker, wait_for_optional, wait_until,
 };
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use tempfile::TempDir;
 
 /// Absolute: the `python3` in `PATH` may be a shim that other users cannot run.
@@ -1190,4 +1192,37 @@ fn death_report_latency() {
         latencies[RUNS - 1]
     );
     println!("all (ms, sorted): {}", shown.join(" "));
+}
+
+// ---------------------------------------------------------------------------
+// Interrupting daemonize
+// ---------------------------------------------------------------------------
+
+/// Ctrl-C (or `timeout(1)`, or a hang-up) while daemonize waits aborts the
+/// start like any other failure: the daemon is stopped and daemonize exits
+/// 125, instead of dying and leaving a half-started daemon behind.
+#[test]
+fn interrupting_daemonize_while_it_waits_stops_the_daemon() {
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        init();
+        let fx = Fixture::new();
+        let (daemon_pid, pidfile) = (fx.file("daemon.pid"), fx.file("app.pid"));
+        let helper = fx.helper().pid(&daemon_pid);
+        let mut cmd = fx.daemonize();
+        cmd.arg("--wait-ready")
+            .arg("-p")
+            .arg(&pidfile)
+            .arg("--")
+            .args(helper.argv());
+        let mut running = spawn(cmd);
+        let daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
+        nix::sys::signal::kill(Pid::from_raw(running.pid()), signal).unwrap();
+        let output = running.finish();
+        assert_failed_start(
+            &output,
+            &[&format!("interrupted by {signal}"), "stopped it"],
+        );
+        assert_gone(daemon);
+        assert!(!pidfile.exists(), "the pidfile is left after {signal}");
+    }
 }
