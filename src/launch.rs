@@ -31,7 +31,7 @@ fn spawn_and_confirm(plan: &mut Plan) -> Result<(), Failure> {
     let spawned = detach::spawn(plan)?;
     tracing::debug!(
         pid = spawned.intermediate.as_raw(),
-        "intermediate child forked"
+        "intermediate child done"
     );
     let outcome = Outcome::read(spawned.report);
     reap(spawned.intermediate);
@@ -47,10 +47,19 @@ fn spawn_and_confirm(plan: &mut Plan) -> Result<(), Failure> {
     let pid = outcome
         .pid
         .ok_or_else(|| anyhow!("the intermediate child exited without starting the daemon"))?;
-    tracing::info!(pid = pid.as_raw(), command = %plan.command(), "daemon started");
+    // Relayed from the children, whose silence proves each step succeeded.
+    tracing::info!(
+        pid = pid.as_raw(),
+        command = %plan.command(),
+        "daemon running: new session without a terminal, cwd and umask set, \
+         stdio redirected, other descriptors closed, signals reset, command executed"
+    );
     if let Some(ready) = plan.ready.take() {
         // On failure the daemon has been stopped and reaped already.
         ready.wait(pid, plan)?;
+    }
+    if let Some(pidfile) = plan.pidfile() {
+        tracing::debug!(path = %pidfile.path.display(), pid = pid.as_raw(), "writing pidfile");
     }
     if let Some(pidfile) = plan.pidfile()
         && let Err(e) = pidfile.write_pid(pid)

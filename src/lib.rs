@@ -7,7 +7,7 @@
 //! - `pidfile`: the pidfile and lockfile, locked for single instance;
 //! - `control`: `--status` and `--stop`;
 //! - `user`: `--user` and `--group` resolved to ids before fork;
-//! - `detach`: the double fork and exec, the only `unsafe` code;
+//! - `detach`: the double fork and exec, and the library's only `unsafe` code;
 //! - `ready`: `--wait-ready` and `--ready-fd`, and waiting for them;
 //! - `report`: the child-to-parent failure records and their messages;
 //! - `launch`: the original process's side of a start;

@@ -79,6 +79,7 @@ impl Plan {
             }
             None => None,
         };
+        let overrides_count = overrides.len();
         let envp = match overrides.is_empty() {
             true => None,
             false => Some(environment(std::env::vars_os(), &overrides)?),
@@ -98,7 +99,17 @@ impl Plan {
         if let Some(path) = &cli.lockfile {
             locks.push(Lock::acquire(path, Kind::Lockfile)?);
         }
-        tracing::debug!(command = ?cli.command, env_overrides = cli.env.len(), ?keep_fds, "plan ready");
+        tracing::info!(
+            command = ?cli.command,
+            chdir = %cli.chdir().display(),
+            umask = format_args!("{:03o}", cli.umask()),
+            stdout = ?outputs.stdout.as_ref().map(|f| &f.path),
+            stderr = ?outputs.stderr.as_ref().map(|f| &f.path),
+            user = ?creds.as_ref().map(|c| (c.uid.as_raw(), c.gid.as_raw())),
+            pidfile = ?cli.pidfile,
+            "launch plan ready"
+        );
+        tracing::debug!(env_overrides = overrides_count, ?keep_fds, "plan details");
         Ok(Plan {
             locks,
             ready,

@@ -170,6 +170,7 @@ impl Readiness {
             }
         };
         let interrupts = &self.interrupts;
+        tracing::info!(pid = pid.as_raw(), timeout = ?self.timeout, "waiting for the daemon to be ready");
         let started = Instant::now();
         let mut deadline = started + self.timeout;
         loop {

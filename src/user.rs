@@ -104,7 +104,14 @@ pub fn resolve(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Option
             }
         }
     };
-    check_allowed(creds).map(Some)
+    let creds = check_allowed(creds)?;
+    tracing::debug!(
+        uid = creds.uid.as_raw(),
+        gid = creds.gid.as_raw(),
+        groups = ?creds.groups,
+        "user resolved"
+    );
+    Ok(Some(creds))
 }
 
 /// Only root can switch ids; anyone may "switch" to the ids they already have.
