@@ -751,3 +751,62 @@ fn dropping_the_guard_kills_and_reaps_the_daemon() {
     assert!(procfs::stat(pid).is_err(), "PID {pid} still exists");
     assert_no_leftover(&marker);
 }
+
+// ---------------------------------------------------------------------------
+// Diagnostics
+// ---------------------------------------------------------------------------
+
+/// `-v` traces the steps on stderr (never stdout) and names the daemon's
+/// PID; `-vv` adds details; `DAEMONIZE_LOG` overrides both; a plain run is
+/// silent (checked by `assert_started` everywhere else).
+#[test]
+fn verbose_traces_the_steps_on_stderr_and_daemonize_log_overrides() {
+    init();
+    for (options, env, present, absent) in [
+        (
+            &["-v"][..],
+            None,
+            &["launch plan ready", "daemon running"][..],
+            &["DEBUG"][..],
+        ),
+        (
+            &["-vv"][..],
+            None,
+            &["DEBUG", "daemon running"][..],
+            &[][..],
+        ),
+        (
+            &[][..],
+            Some("debug"),
+            &["DEBUG", "daemon running"][..],
+            &[][..],
+        ),
+        (&["-vv"][..], Some("warn"), &[][..], &["INFO", "DEBUG"][..]),
+    ] {
+        let mut cmd = daemonize();
+        if let Some(filter) = env {
+            cmd.env("DAEMONIZE_LOG", filter);
+        }
+        let spec = DaemonSpec::new(cmd.dir());
+        let output = cmd.args(options).arg("--").args(spec.argv()).run();
+        let daemon = spec.start();
+        output.assert_code(0);
+        assert_eq!(output.stdout, "", "stdout: {output:?}");
+        for word in present {
+            assert!(
+                output.stderr.contains(word),
+                "{options:?} {env:?}: no {word:?} in {output:?}"
+            );
+        }
+        for word in absent {
+            assert!(
+                !output.stderr.contains(word),
+                "{options:?} {env:?}: {word:?} in {output:?}"
+            );
+        }
+        if !present.is_empty() {
+            let pid = format!("pid={}", daemon.pid());
+            assert!(output.stderr.contains(&pid), "no {pid} in {output:?}");
+        }
+    }
+}
