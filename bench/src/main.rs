@@ -11,8 +11,9 @@
 //!
 //!     cargo build --release --workspace && cargo run --release -p daemonize-bench
 //!
-//! Options: `--runs N` pairs per launcher and limit (default 2000), and
-//! `--only NAME` to measure one launcher (`daemonize`, `setsid -f`...).
+//! Options: `--runs N` pairs per launcher and limit (default 2000),
+//! `--only NAME` to measure one launcher (`daemonize`, `setsid -f`...), and
+//! `--daemonize PATH` to measure another build of daemonize.
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
@@ -34,7 +35,11 @@ struct Sample {
 }
 
 fn main() {
-    let (runs, only) = parse_args();
+    let Args {
+        runs,
+        only,
+        daemonize,
+    } = parse_args();
     let dir = std::env::current_exe()
         .expect("current_exe")
         .parent()
@@ -51,7 +56,7 @@ fn main() {
         }
         path
     };
-    let daemonize = sibling("daemonize");
+    let daemonize = daemonize.unwrap_or_else(|| sibling("daemonize"));
     let floor = sibling("floor");
     let ping = sibling("ping");
 
@@ -171,23 +176,34 @@ fn main() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
-/// `--runs N` (pairs per launcher and limit) and `--only NAME` (one
-/// launcher besides the floor, e.g. `daemonize`).
-fn parse_args() -> (usize, Option<String>) {
-    let mut runs = 2000;
-    let mut only = None;
+struct Args {
+    /// Pairs per launcher and limit.
+    runs: usize,
+    /// Measure only this launcher besides the floor (`daemonize`...).
+    only: Option<String>,
+    /// Another daemonize build to measure instead of the sibling binary.
+    daemonize: Option<PathBuf>,
+}
+
+fn parse_args() -> Args {
+    let mut parsed = Args {
+        runs: 2000,
+        only: None,
+        daemonize: None,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
-            ("--runs", Some(n)) => runs = n.parse().expect("--runs N"),
-            ("--only", Some(name)) => only = Some(name),
+            ("--runs", Some(n)) => parsed.runs = n.parse().expect("--runs N"),
+            ("--only", Some(name)) => parsed.only = Some(name),
+            ("--daemonize", Some(path)) => parsed.daemonize = Some(path.into()),
             _ => {
-                eprintln!("usage: daemonize-bench [--runs N] [--only LAUNCHER]");
+                eprintln!("usage: daemonize-bench [--runs N] [--only LAUNCHER] [--daemonize PATH]");
                 std::process::exit(2);
             }
         }
     }
-    (runs, only)
+    parsed
 }
 
 fn open_fifo(path: &Path, mode: libc::c_int) -> File {
