@@ -510,6 +510,33 @@ fn fail(report: c_int, stage: Stage) -> ! {
     unsafe { libc::_exit(127) }
 }
 
+/// daemonize's errors are messages for people and are never shown with a
+/// backtrace, but anyhow captures one for every error whenever
+/// `RUST_BACKTRACE` is set (as it often is on a Rust developer's machine),
+/// and a capture costs about a millisecond, on the very path that reports
+/// a failed start. std decides once per process whether to capture, reading
+/// `RUST_LIB_BACKTRACE` first; so that variable is set to `0` for that one
+/// decision, and the environment is then put back as it was, since the
+/// daemon inherits it. Nothing happens when neither variable is set.
+pub fn disable_backtrace_capture() {
+    const VAR: &str = "RUST_LIB_BACKTRACE";
+    let old = std::env::var_os(VAR);
+    if old.is_none() && std::env::var_os("RUST_BACKTRACE").is_none() {
+        return;
+    }
+    // SAFETY: called first thing in `main`, while the process is
+    // single-threaded and nothing holds a pointer into the environment.
+    unsafe { std::env::set_var(VAR, "0") };
+    let _ = std::backtrace::Backtrace::capture();
+    // SAFETY: as above.
+    unsafe {
+        match old {
+            Some(value) => std::env::set_var(VAR, value),
+            None => std::env::remove_var(VAR),
+        }
+    }
+}
+
 /// Whether `fd` is an open descriptor in this process.
 pub fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD only reads the descriptor flags; any integer is a

@@ -33,6 +33,7 @@ pub use error::Failure;
 /// The whole program: parse, set up diagnostics, run, and return the exit
 /// status (a failure is printed once, here).
 pub fn main() -> u8 {
+    detach::disable_backtrace_capture();
     // SPEC.md step 1, before anything can open a file.
     if let Err(e) = detach::occupy_stdio() {
         return Failure::from(e).report();

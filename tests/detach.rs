@@ -505,6 +505,43 @@ fn env_option_sets_variables_on_top_of_the_inherited_environment() {
     assert_eq!(environ, expected);
 }
 
+/// Without -E, the daemon gets the caller's environment exactly,
+/// including the backtrace variables daemonize briefly touches for itself.
+#[test]
+fn without_env_options_the_environment_is_passed_on_exactly() {
+    init();
+    for backtrace in [
+        &[("RUST_BACKTRACE", "1")][..],
+        &[("RUST_LIB_BACKTRACE", "full"), ("RUST_BACKTRACE", "0")][..],
+        &[][..],
+    ] {
+        let mut cmd = daemonize();
+        let spec = DaemonSpec::new(cmd.dir()).hold();
+        cmd.env("FIRST", "1");
+        for (name, value) in backtrace {
+            cmd.env(name, value);
+        }
+        cmd.env("LAST", "2")
+            .arg("--")
+            .args(spec.argv())
+            .run()
+            .assert_started();
+        let daemon = spec.start();
+        let environ: Vec<String> = daemon.environ().iter().map(|v| common::lossy(v)).collect();
+        let mut expected: Vec<String> = vec![
+            "FIRST=1".to_owned(),
+            "LANG=C".to_owned(),
+            "LAST=2".to_owned(),
+            format!("PATH={}", common::lossy(&common::inherited_path())),
+        ];
+        expected.extend(backtrace.iter().map(|(n, v)| format!("{n}={v}")));
+        let mut sorted = environ.clone();
+        sorted.sort();
+        expected.sort();
+        assert_eq!(sorted, expected, "{backtrace:?}");
+    }
+}
+
 #[test]
 fn bmc_style_options_before_an_absolute_command_without_double_dash() {
     init();
