@@ -13,11 +13,6 @@
 
 use std::ffi::{c_char, c_int};
 
-mod arena;
-
-#[global_allocator]
-static ARENA: arena::Arena = arena::Arena::new();
-
 // `no_mangle` exports the C `main` that crt1 calls; it is "unsafe" only in
 // that a duplicate symbol would clash at link time, and there is exactly one.
 #[allow(unsafe_code)]
