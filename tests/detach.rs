@@ -15,29 +15,15 @@ use std::process::Stdio;
 use std::sync::mpsc;
 
 use common::{
-    Cmd, Daemon, DaemonSpec, TIMEOUT, assert_no_leftover, daemonize, init, procfs, shell, test_pid,
-    wait_for_content, wait_for_pid_file, wait_until,
+    Cmd, Daemon, DaemonSpec, Launched, TIMEOUT, assert_no_leftover, daemonize, init, launch_with,
+    procfs, shell, test_pid, wait_for_content, wait_for_pid_file, wait_until,
 };
-
-/// A daemon started by `daemonize OPTIONS sh -c ...`, and what it needs.
-/// Fields drop in order: the daemon is killed before its directory goes.
-struct Launched {
-    daemon: Daemon,
-    spec: DaemonSpec,
-    cmd: Cmd,
-}
 
 /// Runs `daemonize OPTIONS -- DAEMON` and takes the daemon over.
 fn launch<S: AsRef<OsStr>>(options: impl IntoIterator<Item = S>) -> Launched {
-    let mut cmd = daemonize();
+    let cmd = daemonize();
     let spec = DaemonSpec::new(cmd.dir());
-    cmd.args(options)
-        .arg("--")
-        .args(spec.argv())
-        .run()
-        .assert_started();
-    let daemon = spec.start();
-    Launched { daemon, spec, cmd }
+    launch_with(cmd, spec, options)
 }
 
 fn dev_null() -> PathBuf {

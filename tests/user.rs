@@ -20,7 +20,8 @@ use std::time::{Duration, SystemTime};
 
 use common::procfs::{self, Status};
 use common::{
-    Cmd, Daemon, DaemonSpec, Output, assert_no_leftover, bin, daemonize, init, shell, unique_marker,
+    Cmd, Daemon, DaemonSpec, Launched, Output, assert_no_leftover, bin, daemonize, init,
+    launch_with, shell, unique_marker,
 };
 use tempfile::TempDir;
 
@@ -85,36 +86,6 @@ fn hold_for_anyone(spec: DaemonSpec) -> DaemonSpec {
     assert!(fifo.exists(), "DaemonSpec::hold has no FIFO at {fifo:?}");
     set_mode(&fifo, 0o666);
     spec
-}
-
-/// A daemon started by `daemonize OPTIONS -- DAEMON`, with what it needs
-/// kept alive. Fields drop in order: the daemon is killed before its
-/// directory goes.
-struct Launched {
-    daemon: Daemon,
-    _spec: DaemonSpec,
-    _cmd: Cmd,
-}
-
-/// Runs `cmd OPTIONS -- SPEC` (`cmd` is daemonize or a shell that runs it),
-/// asserts a silent success, and takes the daemon over.
-#[track_caller]
-fn launch_with<S: AsRef<OsStr>>(
-    mut cmd: Cmd,
-    spec: DaemonSpec,
-    options: impl IntoIterator<Item = S>,
-) -> Launched {
-    cmd.args(options)
-        .arg("--")
-        .args(spec.argv())
-        .run()
-        .assert_started();
-    let daemon = spec.start();
-    Launched {
-        daemon,
-        _spec: spec,
-        _cmd: cmd,
-    }
 }
 
 /// `daemonize OPTIONS -- sh -c ...`, the shell staying the daemon so that

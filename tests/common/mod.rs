@@ -399,6 +399,32 @@ impl DaemonSpec {
     }
 }
 
+/// A daemon started by `daemonize OPTIONS -- SPEC`, with what it needs
+/// kept alive. Fields drop in order: the daemon is killed before its
+/// directory goes.
+pub struct Launched {
+    pub daemon: Daemon,
+    pub spec: DaemonSpec,
+    pub cmd: Cmd,
+}
+
+/// Runs `cmd OPTIONS -- SPEC` (`cmd` is daemonize or a shell that runs it),
+/// asserts a silent success, and takes the daemon over.
+#[track_caller]
+pub fn launch_with<S: AsRef<OsStr>>(
+    mut cmd: Cmd,
+    spec: DaemonSpec,
+    options: impl IntoIterator<Item = S>,
+) -> Launched {
+    cmd.args(options)
+        .arg("--")
+        .args(spec.argv())
+        .run()
+        .assert_started();
+    let daemon = spec.start();
+    Launched { daemon, spec, cmd }
+}
+
 /// Owns a running daemon by PID. On drop (also when a test panics) it sends
 /// SIGKILL to that PID and reaps it; it is this process's child once
 /// daemonize has exited, thanks to [`init`]. Never kills by name.
