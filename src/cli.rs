@@ -88,7 +88,10 @@ sections![
   a PID reused by another process after the daemon died is never reported
   or signalled. --stop opens a pidfd, confirms that the lock is still held
   and the PID unchanged, signals through the pidfd, and removes the pidfile
-  once the daemon is gone and nobody holds the lock."
+  once the daemon is gone and nobody holds the lock. Processes the daemon
+  started inherit the lock and count as part of it: once the daemon has
+  exited, each one still holding the lock gets the same signal, and SIGKILL
+  at the timeout."
     ),
     (
         "USERS AND SECURITY",

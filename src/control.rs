@@ -18,6 +18,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 
 use crate::detach::{pidfd_open, pidfd_send_signal};
 use crate::error::{EXIT_RUNNING, Failure};
@@ -55,6 +56,10 @@ pub fn status(path: &Path) -> Result<u8, Failure> {
         return Ok(STATUS_DEAD_PIDFILE_EXISTS);
     }
     match pidfile::read_pid(&file) {
+        // Informational only, so a plain existence check is good enough.
+        Ok(Some(pid)) if matches!(pidfd_open(pid), Err(Errno::ESRCH)) => {
+            println!("running (pid {pid} has exited, but processes it started still hold the lock)")
+        }
         Ok(Some(pid)) => println!("running (pid {pid})"),
         // Locked but still empty: a start is between its lock and its write.
         Ok(None) => println!("running (starting; no PID in '{}' yet)", path.display()),
@@ -98,13 +103,16 @@ pub fn stop(path: &Path, signal: Signal, timeout: Duration) -> Result<u8, Failur
             ));
         }
     };
+    let deadline = Instant::now() + timeout;
     let pidfd = match pidfd_open(pid) {
         Ok(fd) => fd,
         Err(Errno::ESRCH) => {
-            return Err(cannot(anyhow!(
-                "pid {pid} from '{}' is gone, but another process still holds its lock",
-                path.display()
-            )));
+            // The daemon is gone, but processes it started hold the lock.
+            tracing::info!(
+                pid = pid.as_raw(),
+                "the daemon has exited; its lock is still held"
+            );
+            return stop_holders(path, &file, signal, deadline).map_err(cannot);
         }
         Err(e) => {
             return Err(cannot(
@@ -125,7 +133,7 @@ pub fn stop(path: &Path, signal: Signal, timeout: Duration) -> Result<u8, Failur
 
     tracing::info!(pid = pid.as_raw(), %signal, "signalling");
     send(&pidfd, signal, pid).map_err(cannot)?;
-    if !wait_exit(&pidfd, timeout).map_err(cannot)? {
+    if !wait_exit(&pidfd, deadline.saturating_duration_since(Instant::now())).map_err(cannot)? {
         tracing::info!(
             pid = pid.as_raw(),
             ?timeout,
@@ -137,13 +145,88 @@ pub fn stop(path: &Path, signal: Signal, timeout: Duration) -> Result<u8, Failur
         }
     }
     tracing::info!(pid = pid.as_raw(), "stopped");
-    if !remove_unlocked(path, &file) {
-        return Err(cannot(anyhow!(
-            "pid {pid} exited, but another process (a child of the daemon?) still holds the lock on '{}'",
-            path.display()
-        )));
+    stop_holders(path, &file, signal, deadline).map_err(cannot)
+}
+
+/// After the daemon itself has exited, processes it started may still hold
+/// the lock: they inherited its descriptor, as children do. The lock is
+/// the daemon's lifetime, so they are part of it: each gets `signal`
+/// (through a pidfd, once it is confirmed to hold the pidfile open), then
+/// SIGKILL at the deadline. The pidfile is removed once the lock is free.
+fn stop_holders(path: &Path, file: &File, signal: Signal, deadline: Instant) -> anyhow::Result<u8> {
+    let mut signalled: Vec<Pid> = Vec::new();
+    let mut killed = false;
+    loop {
+        if remove_unlocked(path, file) {
+            return Ok(0);
+        }
+        let now = Instant::now();
+        let holders = lock_holders(file);
+        if killed && now >= deadline + KILL_GRACE {
+            let pids: Vec<String> = holders.iter().map(|p| p.to_string()).collect();
+            return Err(anyhow!(
+                "the daemon has exited, but processes [{}] still hold the lock on '{}' after SIGKILL",
+                pids.join(", "),
+                path.display()
+            ));
+        }
+        if now < deadline {
+            for holder in holders {
+                if !signalled.contains(&holder) {
+                    signal_holder(file, holder, signal);
+                    signalled.push(holder);
+                }
+            }
+        } else if !killed {
+            for holder in holders {
+                signal_holder(file, holder, Signal::SIGKILL);
+            }
+            killed = true;
+        }
+        std::thread::sleep(HOLDER_POLL);
     }
-    Ok(0)
+}
+
+/// How often `stop_holders` looks at the lock: flock(2) has no way to wait
+/// for a release with a timeout.
+const HOLDER_POLL: Duration = Duration::from_millis(10);
+
+/// Signals `pid` only if, once pinned by a pidfd, it still has the
+/// pidfile open: a PID reused meanwhile belongs to a process that does not.
+fn signal_holder(file: &File, pid: Pid, signal: Signal) {
+    if let Ok(pidfd) = pidfd_open(pid)
+        && holds(pid, file)
+    {
+        tracing::info!(pid = pid.as_raw(), %signal, "signalling a process that holds the lock");
+        let _ = pidfd_send_signal(&pidfd, signal);
+    }
+}
+
+/// Processes other than us with a descriptor on `file`'s inode.
+fn lock_holders(file: &File) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id() as i32;
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .map(Pid::from_raw)
+        .filter(|&pid| holds(pid, file))
+        .collect()
+}
+
+/// Whether process `pid` has a descriptor on `file`'s inode.
+fn holds(pid: Pid, file: &File) -> bool {
+    let Ok(ours) = file.metadata() else {
+        return false;
+    };
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok).any(|fd| {
+        std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == ours.dev() && m.ino() == ours.ino())
+    })
 }
 
 fn send(pidfd: &OwnedFd, signal: Signal, pid: Pid) -> anyhow::Result<()> {

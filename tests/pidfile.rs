@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::libc;
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tempfile::TempDir;
@@ -26,7 +26,7 @@ use tempfile::TempDir;
 use common::{
     Daemon, DaemonSpec, Output, TIMEOUT, assert_no_leftover, daemonize, init,
     processes_with_marker, procfs, shell, test_pid, unique_marker, wait_for, wait_for_optional,
-    wait_until,
+    wait_for_pid_file, wait_until,
 };
 
 // ---------------------------------------------------------------------------
@@ -631,6 +631,101 @@ fn stop_kills_a_daemon_that_ignores_the_signal_after_the_timeout() {
         "pid {pid} did not end by SIGKILL"
     );
     status(&pidfile).assert_code(3);
+}
+
+/// A daemon whose child inherited its locked descriptor, as children do: a
+/// shell script's `sleep`, a server's workers. `child_prelude` runs in the
+/// child before it execs `sleep`. Returns (daemon, child, pidfile).
+fn daemon_with_a_lock_holding_child(dir: &Path, child_prelude: &str) -> (Daemon, Daemon, PathBuf) {
+    let pidfile = dir.join("app.pid");
+    let child_pid = dir.join("child.pid");
+    let spec = DaemonSpec::new(dir).prelude(&format!(
+        r#"({child_prelude} exec sleep 1000) & echo $! > "{}""#,
+        child_pid.display()
+    ));
+    daemonize()
+        .arg("-p")
+        .arg(&pidfile)
+        .arg("--")
+        .args(spec.argv())
+        .run()
+        .assert_started();
+    let daemon = spec.start();
+    let child = Daemon::new(wait_for_pid_file(&child_pid, TIMEOUT));
+    wait_until(TIMEOUT, "the child to exec sleep", || {
+        procfs::cmdline(child.pid()).is_ok_and(|argv| argv.first().is_some_and(|a| a == "sleep"))
+    });
+    assert_holds_lock_on(&daemon, &pidfile);
+    assert_holds_lock_on(&child, &pidfile);
+    (daemon, child, pidfile)
+}
+
+/// The lock is the daemon's lifetime, and a child that inherited it is part
+/// of it: `--stop` stops it too, instead of failing with a pidfile that a
+/// next start would find locked.
+#[test]
+fn stop_also_stops_children_that_inherited_the_lock() {
+    init();
+    let dir = tempdir();
+    let (daemon, child, pidfile) = daemon_with_a_lock_holding_child(dir.path(), "");
+    let output = stop(&pidfile, &[]);
+    output.assert_code(0);
+    assert_eq!(output.stderr, "", "{output:?}");
+    assert!(!pidfile.exists(), "the pidfile was not removed");
+    for process in [daemon, child] {
+        let pid = process.pid();
+        assert!(
+            matches!(reap(process), WaitStatus::Signaled(_, Signal::SIGTERM, _)),
+            "pid {pid} did not end by SIGTERM"
+        );
+    }
+    status(&pidfile).assert_code(3);
+}
+
+#[test]
+fn a_child_holding_the_lock_that_ignores_the_signal_is_killed_at_the_timeout() {
+    init();
+    let dir = tempdir();
+    let (daemon, child, pidfile) = daemon_with_a_lock_holding_child(dir.path(), r#"trap "" TERM;"#);
+    let before = Instant::now();
+    let output = stop(&pidfile, &["--timeout", "1"]);
+    let elapsed = before.elapsed();
+    output.assert_code(0);
+    assert!(!pidfile.exists(), "the pidfile was not removed");
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "stopped after {elapsed:?}"
+    );
+    assert!(matches!(
+        reap(daemon),
+        WaitStatus::Signaled(_, Signal::SIGTERM, _)
+    ));
+    let pid = child.pid();
+    assert!(
+        matches!(reap(child), WaitStatus::Signaled(_, Signal::SIGKILL, _)),
+        "child {pid} did not end by SIGKILL"
+    );
+}
+
+/// The daemon died on its own; a child still holds the lock. The instance
+/// still runs as far as the lock goes, and `--stop` ends it.
+#[test]
+fn stop_after_the_daemon_died_stops_the_children_holding_its_lock() {
+    init();
+    let dir = tempdir();
+    let (daemon, child, pidfile) = daemon_with_a_lock_holding_child(dir.path(), "");
+    kill(Pid::from_raw(daemon.pid()), Signal::SIGKILL).unwrap();
+    let _ = reap(daemon);
+    let output = status(&pidfile);
+    output.assert_code(0);
+    assert!(output.stdout.contains("has exited"), "{output:?}");
+    stop(&pidfile, &[]).assert_code(0);
+    assert!(!pidfile.exists(), "the pidfile was not removed");
+    let pid = child.pid();
+    assert!(
+        matches!(reap(child), WaitStatus::Signaled(_, Signal::SIGTERM, _)),
+        "child {pid} did not end by SIGTERM"
+    );
 }
 
 /// Starts a daemon, stops it with `options`, and checks that it ended by
