@@ -163,7 +163,7 @@ pub struct Cli {
     pub truncate: bool,
 
     /// Set NAME to VALUE in the daemon's environment (repeatable)
-    #[arg(short = 'E', long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    #[arg(short = 'E', long = "env", value_name = "NAME=VALUE", value_parser = parse_env())]
     pub env: Vec<(OsString, OsString)>,
 
     /// Inherited descriptors above 2 to leave open (repeatable); all others are closed
@@ -314,7 +314,12 @@ pub fn parse_umask(s: &str) -> Result<u32, String> {
 
 /// `NAME=VALUE`, split at the first `=`; NAME must not be empty. Bytes, not
 /// UTF-8: environment values are arbitrary on Unix.
-fn parse_env(s: &str) -> Result<(OsString, OsString), String> {
+fn parse_env() -> impl clap::builder::TypedValueParser<Value = (OsString, OsString)> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().try_map(|s| split_env(&s))
+}
+
+fn split_env(s: &std::ffi::OsStr) -> Result<(OsString, OsString), String> {
     let bytes = s.as_bytes();
     match bytes.iter().position(|&b| b == b'=') {
         Some(i) if i > 0 => Ok((
@@ -360,10 +365,13 @@ pub fn parse_signal(s: &str) -> Result<Signal, String> {
         .ok_or_else(|| "expected a signal name like TERM or a number like 15".into())
 }
 
-/// Non-negative seconds, fractions allowed: `10`, `0.5`.
+/// Non-negative seconds, fractions allowed: `10`, `0.5`; at most a year
+/// (a deadline must stay representable).
 pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    const YEAR: f64 = 365.0 * 24.0 * 3600.0;
     s.parse::<f64>()
         .ok()
+        .filter(|secs| *secs <= YEAR)
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .ok_or_else(|| "expected a number of seconds, like 10 or 0.5".into())
+        .ok_or_else(|| "expected a number of seconds from 0 to a year, like 10 or 0.5".into())
 }

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use crate::detach::{pidfd_open, pidfd_send_signal};
 use crate::error::{EXIT_RUNNING, Failure};
-use crate::pidfile::{self, Kind};
+use crate::pidfile;
 
 /// LSB init-script status codes (LSB 4.1, "Init Script Actions").
 const STATUS_RUNNING: u8 = 0;
@@ -43,26 +43,31 @@ pub fn status(path: &Path) -> Result<u8, Failure> {
         )
     };
     let file = match pidfile::open_existing(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            println!("not running (no pidfile '{}')", path.display());
+        Ok(Some(file)) => file,
+        Ok(None) => {
+            say(&format!("not running (no pidfile '{}')", path.display()));
             return Ok(STATUS_NOT_RUNNING);
         }
-        Err(e) => return Err(unknown(pidfile::open_error(path, Kind::Pidfile, e).error)),
+        Err(e) => return Err(unknown(e.error)),
     };
     let locked = pidfile::is_locked(&file).map_err(|e| unknown(lock_error(path, e)))?;
     if !locked {
-        println!("not running (stale pidfile '{}')", path.display());
+        say(&format!("not running (stale pidfile '{}')", path.display()));
         return Ok(STATUS_DEAD_PIDFILE_EXISTS);
     }
     match pidfile::read_pid(&file) {
-        // Informational only, so a plain existence check is good enough.
-        Ok(Some(pid)) if matches!(pidfd_open(pid), Err(Errno::ESRCH)) => {
-            println!("running (pid {pid} has exited, but processes it started still hold the lock)")
-        }
-        Ok(Some(pid)) => println!("running (pid {pid})"),
+        Ok(Some(pid)) if holds_lock(pid, &file) => say(&format!("running (pid {pid})")),
+        // The lock is held, but not by the PID the file names: the daemon
+        // has exited and processes it started keep its lock.
+        Ok(Some(pid)) => say(&format!(
+            "running (pid {pid} has exited; processes {} still hold the lock)",
+            list(&lock_holders(&file))
+        )),
         // Locked but still empty: a start is between its lock and its write.
-        Ok(None) => println!("running (starting; no PID in '{}' yet)", path.display()),
+        Ok(None) => say(&format!(
+            "running (starting; no PID in '{}' yet)",
+            path.display()
+        )),
         Err(e) => {
             return Err(unknown(
                 e.context(format!("cannot read pidfile '{}'", path.display())),
@@ -77,33 +82,33 @@ pub fn status(path: &Path) -> Result<u8, Failure> {
 pub fn stop(path: &Path, signal: Signal, timeout: Duration) -> Result<u8, Failure> {
     let cannot = |e: anyhow::Error| Failure::new(EXIT_RUNNING, e.context("cannot stop the daemon"));
     let file = match pidfile::open_existing(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Ok(Some(file)) => file,
+        Ok(None) => {
             tracing::info!(path = %path.display(), "no pidfile: not running");
             return Ok(0);
         }
-        Err(e) => return Err(cannot(pidfile::open_error(path, Kind::Pidfile, e).error)),
+        Err(e) => return Err(cannot(e.error)),
     };
     if !pidfile::is_locked(&file).map_err(|e| cannot(lock_error(path, e)))? {
         tracing::info!(path = %path.display(), "not running");
         remove_unlocked(path, &file);
         return Ok(0);
     }
+    let deadline = Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(far_future);
     let pid = match pidfile::read_pid(&file) {
         Ok(Some(pid)) => pid,
-        Ok(None) => {
-            return Err(cannot(anyhow!(
-                "'{}' is locked but names no PID yet (a start in progress?)",
-                path.display()
-            )));
-        }
+        // Locked but empty: a start is in progress, or the daemonize that
+        // started it died before writing the PID. The lock's holders are
+        // the instance either way.
+        Ok(None) => return stop_holders(path, &file, signal, deadline).map_err(cannot),
         Err(e) => {
             return Err(cannot(
                 e.context(format!("cannot read pidfile '{}'", path.display())),
             ));
         }
     };
-    let deadline = Instant::now() + timeout;
     let pidfd = match pidfd_open(pid) {
         Ok(fd) => fd,
         Err(Errno::ESRCH) => {
@@ -120,15 +125,16 @@ pub fn stop(path: &Path, signal: Signal, timeout: Duration) -> Result<u8, Failur
             ));
         }
     };
-    // The pidfd now pins whatever process has this PID. If the lock is still
-    // held and the pidfile still names it, that process is the daemon (it
-    // could not have died and been replaced while it held the lock).
-    let confirmed = pidfile::is_locked(&file).map_err(|e| cannot(lock_error(path, e)))?
-        && matches!(pidfile::read_pid(&file), Ok(Some(p)) if p == pid);
-    if !confirmed {
-        tracing::info!(pid = pid.as_raw(), "the daemon exited on its own meanwhile");
-        remove_unlocked(path, &file);
-        return Ok(0);
+    // The pidfd now pins whatever process has this PID. Only if that
+    // process holds the pidfile's lock is it the daemon: the PID may have
+    // been reused since the daemon died (its children keeping the lock), or
+    // the file rewritten by someone who may write it.
+    if !holds_lock(pid, &file) {
+        tracing::info!(
+            pid = pid.as_raw(),
+            "pid does not hold the lock: not signalling it"
+        );
+        return stop_holders(path, &file, signal, deadline).map_err(cannot);
     }
 
     tracing::info!(pid = pid.as_raw(), %signal, "signalling");
@@ -163,10 +169,9 @@ fn stop_holders(path: &Path, file: &File, signal: Signal, deadline: Instant) -> 
         let now = Instant::now();
         let holders = lock_holders(file);
         if killed && now >= deadline + KILL_GRACE {
-            let pids: Vec<String> = holders.iter().map(|p| p.to_string()).collect();
             return Err(anyhow!(
-                "the daemon has exited, but processes [{}] still hold the lock on '{}' after SIGKILL",
-                pids.join(", "),
+                "the daemon has exited, but processes {} still hold the lock on '{}' after SIGKILL",
+                list(&holders),
                 path.display()
             ));
         }
@@ -195,29 +200,38 @@ const HOLDER_POLL: Duration = Duration::from_millis(10);
 /// pidfile open: a PID reused meanwhile belongs to a process that does not.
 fn signal_holder(file: &File, pid: Pid, signal: Signal) {
     if let Ok(pidfd) = pidfd_open(pid)
-        && holds(pid, file)
+        && holds_lock(pid, file)
     {
         tracing::info!(pid = pid.as_raw(), %signal, "signalling a process that holds the lock");
         let _ = pidfd_send_signal(&pidfd, signal);
     }
 }
 
-/// Processes other than us with a descriptor on `file`'s inode.
+/// Processes other than daemonize itself that hold the lock on `file`.
 fn lock_holders(file: &File) -> Vec<Pid> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let me = std::process::id() as i32;
+    // Other daemonize processes take the lock for a moment (a concurrent
+    // --stop removing the pidfile) or hold it for a start in progress; they
+    // are not the daemon, which never runs this program's image.
+    let same_image = |pid: i32| {
+        let exe = |p: &str| std::fs::metadata(format!("/proc/{p}/exe")).ok();
+        matches!((exe("self"), exe(&pid.to_string())), (Some(a), Some(b)) if a.dev() == b.dev() && a.ino() == b.ino())
+    };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| pid != me)
+        .filter(|&pid| !same_image(pid))
         .map(Pid::from_raw)
-        .filter(|&pid| holds(pid, file))
+        .filter(|&pid| holds_lock(pid, file))
         .collect()
 }
 
-/// Whether process `pid` has a descriptor on `file`'s inode.
-fn holds(pid: Pid, file: &File) -> bool {
+/// Whether process `pid` holds the exclusive flock on `file`'s inode: it has
+/// a descriptor on the inode whose open file description carries the lock
+/// (`/proc/PID/fdinfo` lists a description's locks). A process that merely
+/// has the file open (`tail -f`, another `--status`) does not.
+fn holds_lock(pid: Pid, file: &File) -> bool {
     let Ok(ours) = file.metadata() else {
         return false;
     };
@@ -225,8 +239,35 @@ fn holds(pid: Pid, file: &File) -> bool {
         return false;
     };
     fds.filter_map(Result::ok).any(|fd| {
-        std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == ours.dev() && m.ino() == ours.ino())
+        let same = std::fs::metadata(fd.path())
+            .is_ok_and(|m| m.dev() == ours.dev() && m.ino() == ours.ino());
+        same && std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().display()))
+            .is_ok_and(|info| {
+                info.lines()
+                    .any(|l| l.starts_with("lock:") && l.contains("FLOCK") && l.contains("WRITE"))
+            })
     })
+}
+
+/// `[123, 456]`.
+fn list(pids: &[Pid]) -> String {
+    let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+    format!("[{}]", pids.join(", "))
+}
+
+/// A status line on stdout. A reader that went away (`--status | true`)
+/// must not turn the LSB code into a death by SIGPIPE: the signal is
+/// blocked (it is not inherited by anything here) and the error ignored.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut pipe = SigSet::empty();
+    pipe.add(Signal::SIGPIPE);
+    let _ = pipe.thread_block();
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 fn send(pidfd: &OwnedFd, signal: Signal, pid: Pid) -> anyhow::Result<()> {
@@ -255,11 +296,15 @@ fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> anyhow::Result<bool> {
 }
 
 /// Removes the pidfile if nobody holds its lock (taking the lock ourselves
-/// so no start can slip in between). False if the lock is held.
+/// so no start can slip in between) and it looks like a pidfile (empty, or
+/// one PID): `-p` naming the wrong file must not delete it. False if the
+/// lock is held.
 fn remove_unlocked(path: &Path, file: &File) -> bool {
     match file.try_lock() {
         Ok(()) => {
-            pidfile::remove_if_same(path, file);
+            if pidfile::read_pid(file).is_ok() {
+                pidfile::remove_if_same(path, file);
+            }
             true
         }
         Err(_) => false,

@@ -24,7 +24,7 @@
 
 #![allow(unsafe_code)]
 
-use std::mem::MaybeUninit;
+use std::mem::size_of;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr;
 
@@ -35,7 +35,7 @@ use nix::libc::{self, c_char, c_int, c_uint};
 use nix::unistd::{Pid, pipe2};
 
 use crate::plan::Plan;
-use crate::report::{RECORD_LEN, Stage, encode};
+use crate::report::{Outcome, RECORD_LEN, Stage, encode};
 
 unsafe extern "C" {
     /// The process environment that `execvp` passes on (POSIX `environ`).
@@ -46,8 +46,9 @@ unsafe extern "C" {
 pub struct Spawned {
     /// The intermediate child: the original process must reap it.
     pub intermediate: Pid,
-    /// Read end of the report channel (see `report`).
-    pub report: OwnedFd,
+    /// What the children reported; complete, since they have all exec'd or
+    /// exited by the time `spawn` returns.
+    pub outcome: anyhow::Result<Outcome>,
 }
 
 /// An output file for `open(2)` in the daemon.
@@ -84,15 +85,19 @@ struct ChildArgs<'a> {
     inherit: &'a [c_int],
     /// Descriptors above 2 that survive into the daemon, sorted ascending.
     keep: &'a [c_int],
-    /// The daemon's stack, used by the intermediate to clone it.
-    daemon_stack: *mut Stack,
+    /// The top of the daemon's stack, used by the intermediate to clone it.
+    daemon_stack: *mut libc::c_void,
 }
 
 /// Forks the intermediate child, which forks the daemon. Returns in the
 /// original process only; the children end in `execvp` or `_exit`.
 pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).context("cannot create the report pipe")?;
-    let mut stacks = Stacks::new();
+    // glibc's execvp runs a script without `#!` through /bin/sh with a copy
+    // of argv on the stack, so the daemon's stack grows with argv.
+    let daemon_stack =
+        Stack::new(CHILD_STACK + (plan.argv.len() + 2) * size_of::<*const c_char>())?;
+    let intermediate_stack = Stack::new(CHILD_STACK)?;
 
     let groups: Vec<libc::gid_t> = plan
         .creds
@@ -134,7 +139,7 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
         ready,
         inherit: &inherit,
         keep: &keep,
-        daemon_stack: &mut *stacks.daemon,
+        daemon_stack: daemon_stack.top(),
     };
 
     tracing::debug!(kept = ?keep, "forking");
@@ -145,41 +150,81 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
     // SAFETY: see `vfork_into`. `args` and everything it points into live in
     // this frame or in the Plan, both alive until clone returns, which is
     // after the children no longer use our memory.
-    let pid = unsafe { vfork_into(intermediate_entry, &mut stacks.intermediate, &args) };
-    // SAFETY: as above; restores what the daemon may have changed.
-    unsafe { environ = saved_environ };
+    let pid = unsafe { vfork_into(intermediate_entry, intermediate_stack.top(), &args) };
     if pid == -1 {
         return Err(Errno::last()).context("cannot fork");
     }
     drop(report_w);
+    // The intermediate has exited, but if it was killed before its own clone
+    // returned, the daemon may still be running on our memory. Its copy of
+    // the report pipe closes only when it execs or exits, so the end of the
+    // report is what makes it safe to touch or free anything it uses.
+    let outcome = Outcome::read(report_r);
+    if outcome.is_err() {
+        // A pipe read failed (not EINTR, not EOF): we cannot know that the
+        // daemon has left our memory, so nothing here may be freed or
+        // changed. This does not happen on Linux; aborting beats corruption.
+        std::process::abort();
+    }
+    // SAFETY: as above; restores what the daemon may have changed.
+    unsafe { environ = saved_environ };
     Ok(Spawned {
         intermediate: Pid::from_raw(pid),
-        report: report_r,
+        outcome,
     })
 }
 
 /// Stack space for one child: the intermediate needs little; the daemon's
-/// execvp builds a path (PATH_MAX + NAME_MAX) and, for a script without a
-/// shebang, a copy of argv on it.
+/// execvp builds a path of at most PATH_MAX + NAME_MAX bytes on it (plus,
+/// for a script without `#!`, the copy of argv that `spawn` adds room for).
 const CHILD_STACK: usize = 64 * 1024;
 
-/// One child's stack, 16-byte aligned. Left uninitialised: only the few
-/// pages a child actually uses are ever touched.
-type Stack = [MaybeUninit<u128>];
-
-/// The children's stacks, allocated before cloning.
-struct Stacks {
-    intermediate: Box<Stack>,
-    daemon: Box<Stack>,
+/// A child's stack: an anonymous mapping with a `PROT_NONE` guard page at
+/// its low end, so an overflow faults in the child instead of writing into
+/// memory that the original process uses. Only the pages a child touches
+/// are ever backed.
+struct Stack {
+    base: *mut libc::c_void,
+    len: usize,
 }
 
-impl Stacks {
-    fn new() -> Stacks {
-        let words = CHILD_STACK / std::mem::size_of::<u128>();
-        Stacks {
-            intermediate: Box::new_uninit_slice(words),
-            daemon: Box::new_uninit_slice(words),
+impl Stack {
+    fn new(usable: usize) -> anyhow::Result<Stack> {
+        const GUARD: usize = 4096;
+        let len = usable.next_multiple_of(GUARD) + GUARD;
+        // SAFETY: a fresh private anonymous mapping; no memory of ours is
+        // affected, and the result is checked before use.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Errno::last()).context("cannot allocate a stack for the child");
         }
+        let stack = Stack { base, len };
+        // SAFETY: the lowest page of the mapping just created, used by no one.
+        if unsafe { libc::mprotect(base, GUARD, libc::PROT_NONE) } == -1 {
+            return Err(Errno::last()).context("cannot protect the child's stack");
+        }
+        Ok(stack)
+    }
+
+    /// The initial stack pointer: the mapping's end, page-aligned.
+    fn top(&self) -> *mut libc::c_void {
+        self.base.wrapping_byte_add(self.len)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, which no child uses any more (see `spawn`).
+        unsafe { libc::munmap(self.base, self.len) };
     }
 }
 
@@ -193,14 +238,12 @@ impl Stacks {
 /// valid until this returns.
 unsafe fn vfork_into(
     entry: extern "C" fn(*mut libc::c_void) -> c_int,
-    stack: &mut Stack,
+    top: *mut libc::c_void,
     args: &ChildArgs,
 ) -> libc::pid_t {
-    let top = stack.as_mut_ptr_range().end.cast::<libc::c_void>();
-    // SAFETY: `top` is the 16-byte-aligned end of a live stack that nothing
-    // else uses while the child runs; CLONE_VFORK suspends us until the child
-    // leaves our memory, so it never races with us; the caller upholds the
-    // rest.
+    // SAFETY: `top` is the page-aligned end of a live stack (a `Stack`) that
+    // nothing else uses while the child runs; CLONE_VFORK suspends us until
+    // the child execs or exits; the caller upholds the rest.
     unsafe {
         libc::clone(
             entry,
@@ -235,16 +278,11 @@ fn intermediate(args: &ChildArgs) -> ! {
     }
     // SAFETY: the daemon's stack was set aside by `spawn` for it alone, and
     // `daemon` keeps to the rules of `vfork_into`.
-    let stack = unsafe { &mut *args.daemon_stack };
-    // SAFETY: as above.
-    match unsafe { vfork_into(daemon_entry, stack, args) } {
+    match unsafe { vfork_into(daemon_entry, args.daemon_stack, args) } {
         -1 => fail(args.report, Stage::Fork),
-        pid => {
-            send(args.report, Stage::Pid, pid);
-            // SAFETY: _exit ends the process without running atexit handlers
-            // or flushing stdio buffers that belong to the original process.
-            unsafe { libc::_exit(0) }
-        }
+        // SAFETY: _exit ends the process without running atexit handlers or
+        // flushing stdio buffers that belong to the original process.
+        _ => unsafe { libc::_exit(0) },
     }
 }
 
@@ -253,6 +291,10 @@ fn intermediate(args: &ChildArgs) -> ! {
 /// with the daemon's own credentials, never root's.
 fn daemon(args: &ChildArgs) -> ! {
     let report = args.report;
+    // First, so that the original process knows whom to reap or stop even
+    // if the intermediate dies before it can say.
+    // SAFETY: getpid takes no arguments and cannot fail.
+    send(report, Stage::Pid, unsafe { libc::getpid() });
     if let Some(creds) = args.creds {
         drop_privileges(report, creds);
     }
@@ -303,7 +345,7 @@ fn daemon(args: &ChildArgs) -> ! {
         if let Some(envp) = args.envp {
             environ = envp.as_ptr();
         }
-        libc::execvp(args.argv[0], args.argv.as_ptr());
+        libc::execvp(*args.argv.as_ptr(), args.argv.as_ptr());
     }
     fail(report, Stage::Exec)
 }

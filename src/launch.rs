@@ -3,13 +3,13 @@
 //! the daemon has exec'd, or once it knows which step failed and why.
 
 use anyhow::anyhow;
-use nix::sys::wait::waitpid;
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 
 use crate::detach;
 use crate::error::Failure;
 use crate::plan::Plan;
-use crate::report::{self, Outcome};
+use crate::report;
 
 pub fn start(plan: &mut Plan) -> Result<(), Failure> {
     let started = spawn_and_confirm(plan);
@@ -33,9 +33,11 @@ fn spawn_and_confirm(plan: &mut Plan) -> Result<(), Failure> {
         pid = spawned.intermediate.as_raw(),
         "intermediate child done"
     );
-    let outcome = Outcome::read(spawned.report);
     reap(spawned.intermediate);
-    let outcome = outcome?;
+    let outcome = spawned.outcome?;
+    if outcome.garbled {
+        return Err(anyhow!("garbled report from the forked children").into());
+    }
 
     if let Some((stage, errno)) = outcome.failure {
         if let Some(pid) = outcome.pid {
@@ -57,6 +59,14 @@ fn spawn_and_confirm(plan: &mut Plan) -> Result<(), Failure> {
     if let Some(ready) = plan.ready.take() {
         // On failure the daemon has been stopped and reaped already.
         ready.wait(pid, plan)?;
+    } else if let Some(ended) = already_ended(pid)? {
+        // It ran and is done (`daemonize -- true`): a success, but no pidfile
+        // may name it.
+        tracing::info!(pid = pid.as_raw(), status = ?ended, "the daemon has already exited");
+        for lock in &plan.locks {
+            lock.discard();
+        }
+        return Ok(());
     }
     if let Some(pidfile) = plan.pidfile() {
         tracing::debug!(path = %pidfile.path.display(), pid = pid.as_raw(), "writing pidfile");
@@ -71,10 +81,32 @@ fn spawn_and_confirm(plan: &mut Plan) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Kills a daemon whose start failed after exec. It is our child (we are
-/// its subreaper and have not reaped it), so its PID cannot have been reused.
+/// Whether the daemon has already exited by itself (leaving it unreaped).
+/// A daemon killed by a signal before or as it exec'd looks like a success
+/// on the report pipe (nothing failed, the pipe closed): that is a failed
+/// start, reported as such.
+fn already_ended(pid: Pid) -> Result<Option<WaitStatus>, Failure> {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    match waitid(Id::Pid(pid), flags) {
+        Ok(WaitStatus::Signaled(_, signal, _)) => {
+            crate::ready::end_group(pid);
+            reap(pid);
+            Err(
+                anyhow!("the daemon (pid {pid}) was killed by signal {signal} as it started")
+                    .into(),
+            )
+        }
+        Ok(status @ WaitStatus::Exited(..)) => Ok(Some(status)),
+        _ => Ok(None),
+    }
+}
+
+/// Kills a daemon whose start failed after exec, and what it started in its
+/// process group. It is our child (we are its subreaper and have not reaped
+/// it), so its PID cannot have been reused.
 fn abort(pid: Pid) {
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    crate::ready::end_group(pid);
     reap(pid);
 }
 

@@ -96,7 +96,15 @@ impl Outputs {
             text.push_str(&format!("; last lines of '{}':", file.path.display()));
             for line in lines {
                 text.push_str("\n    ");
-                text.push_str(&line);
+                // The daemon's output is not ours to send to a terminal
+                // raw: escape sequences and other controls are shown inert.
+                text.extend(
+                    line.chars()
+                        .flat_map(|c| match c.is_control() && c != '\t' {
+                            true => c.escape_default().collect::<Vec<_>>(),
+                            false => vec![c],
+                        }),
+                );
             }
         }
         text

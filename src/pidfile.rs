@@ -57,11 +57,22 @@ impl Lock {
         // A concurrent `--stop` or failed start may unlink the file between
         // our open and our lock; then we locked an orphan inode and must
         // try again on whatever the path names now.
+        let mut busy = 0;
         for _ in 0..100 {
             let file = open_or_create(path, kind)?;
             let lock = reopen_read_only(&file).map_err(|e| open_error(path, kind, e))?;
             match lock.try_lock() {
                 Ok(()) => {}
+                // Replaced under us (by a --stop or a failed start): again.
+                Err(std::fs::TryLockError::WouldBlock) if !names_same_file(path, &file) => continue,
+                // `--status` and `--stop` probe with a shared lock for a few
+                // microseconds; a start that meets such a probe must not
+                // take it for a running daemon.
+                Err(std::fs::TryLockError::WouldBlock) if busy < PROBE_RETRIES => {
+                    busy += 1;
+                    std::thread::sleep(PROBE_PAUSE);
+                    continue;
+                }
                 Err(std::fs::TryLockError::WouldBlock) => {
                     return Err(already_running(path, kind, &file));
                 }
@@ -77,6 +88,13 @@ impl Lock {
                 // and --stop would take it for the daemon's. Locked and
                 // empty reads as "a start in progress" until write_pid.
                 if kind == Kind::Pidfile {
+                    // Only what looks like a pidfile: `-p` naming the wrong
+                    // file must not destroy it.
+                    if let Err(e) = read_pid(&file) {
+                        return Err(e
+                            .context(format!("refusing to use '{}' as a pidfile", path.display()))
+                            .into());
+                    }
                     file.set_len(0)
                         .with_context(|| format!("cannot truncate pidfile '{}'", path.display()))?;
                 }
@@ -94,6 +112,11 @@ impl Lock {
             path.display()
         )
         .into())
+    }
+
+    /// Whether `other` is the same file as this one.
+    pub fn is_same_file(&self, other: &Path) -> bool {
+        names_same_file(other, &self.file)
     }
 
     /// The locked descriptor, to be inherited by the daemon.
@@ -154,12 +177,25 @@ fn open_or_create(path: &Path, kind: Kind) -> Result<File, Failure> {
 
 /// Opens an existing pidfile for `--status` and `--stop`, never following a
 /// symlink.
-pub fn open_existing(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+pub fn open_existing(path: &Path) -> Result<Option<File>, Failure> {
+    let opened = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
-        .open(path)
+        .open(path);
+    match opened {
+        Ok(file) => {
+            check_regular(path, Kind::Pidfile, &file)?;
+            Ok(Some(file))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(open_error(path, Kind::Pidfile, e)),
+    }
 }
+
+/// How often, and how long apart, a start retries a lock that is busy, in
+/// case it meets the brief probe of a `--status` rather than a daemon.
+const PROBE_RETRIES: u32 = 5;
+const PROBE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
 pub fn open_error(path: &Path, kind: Kind, e: io::Error) -> Failure {
     let context = format!("cannot open {} '{}'", kind.noun(), path.display());

@@ -51,7 +51,9 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(cli: &Cli) -> Result<Plan, Failure> {
-        // First of all, so that no descriptor of ours takes FD's number.
+        // Before we open anything, so that only the caller's descriptors count.
+        let keep_fds = keep_fds(&cli.keep_fds)?;
+        // Next, so that no descriptor of ours takes FD's number.
         let ready_fd = cli
             .ready_fd
             .map(|fd| {
@@ -84,7 +86,6 @@ impl Plan {
             true => None,
             false => Some(environment(std::env::vars_os(), &overrides)?),
         };
-        let keep_fds = keep_fds(&cli.keep_fds)?;
         let outputs = Outputs::new(cli.stdout.as_deref(), cli.stderr.as_deref(), cli.truncate)?;
         let dev_null = open(
             "/dev/null",
@@ -97,6 +98,16 @@ impl Plan {
             locks.push(Lock::acquire(path, Kind::Pidfile)?);
         }
         if let Some(path) = &cli.lockfile {
+            if locks
+                .first()
+                .is_some_and(|pidfile| pidfile.is_same_file(path))
+            {
+                return Err(anyhow::anyhow!(
+                    "--pidfile and --lockfile name the same file '{}'; give one of them",
+                    path.display()
+                )
+                .into());
+            }
             locks.push(Lock::acquire(path, Kind::Lockfile)?);
         }
         tracing::info!(

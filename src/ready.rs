@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::{SigSet, Signal, killpg};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::Pid;
+use nix::unistd::{Pid, getpgid, getpgrp};
 
 use crate::detach;
 use crate::error::Failure;
@@ -369,10 +369,16 @@ impl ReadyPipe {
 /// reap it. Returns what was done, for the message.
 fn stop(pidfd: &OwnedFd, pid: Pid) -> &'static str {
     if exited_within(pidfd, Duration::ZERO) {
+        end_group(pid);
         let _ = waitpid(pid, None);
         return "it has exited";
     }
-    let _ = detach::pidfd_send_signal(pidfd, Signal::SIGTERM);
+    let group = daemon_group(pid);
+    let term = || match group {
+        Some(pgid) => killpg(pgid, Signal::SIGTERM).map_err(drop),
+        None => detach::pidfd_send_signal(pidfd, Signal::SIGTERM).map_err(drop),
+    };
+    let _ = term();
     let how = if exited_within(pidfd, STOP_GRACE) {
         "stopped it with SIGTERM"
     } else {
@@ -380,13 +386,32 @@ fn stop(pidfd: &OwnedFd, pid: Pid) -> &'static str {
         exited_within(pidfd, STOP_GRACE);
         "killed it with SIGKILL"
     };
+    end_group(pid);
     let _ = waitpid(pid, None);
     how
+}
+
+/// The daemon's process group (its session, unless it moved), if signalling
+/// it cannot hit anyone else: the daemon is our unreaped child, so the group
+/// ID stays reserved while we use it, and it is never our own group.
+fn daemon_group(pid: Pid) -> Option<Pid> {
+    let pgid = getpgid(Some(pid)).ok()?;
+    (pgid.as_raw() > 1 && pgid != getpgrp()).then_some(pgid)
+}
+
+/// A failed start leaves nothing behind: what the daemon started in its
+/// process group (a script's children, a server's workers, which may hold
+/// its lock) is killed too. Call before reaping the daemon.
+pub fn end_group(pid: Pid) {
+    if let Some(pgid) = daemon_group(pid) {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
 }
 
 /// The failure for a daemon that exited on its own before it was ready:
 /// reaps it (it is our child) for its status, and adds its last log lines.
 fn died(pid: Pid, plan: &Plan) -> Failure {
+    end_group(pid);
     let why = match waitpid(pid, None) {
         Ok(WaitStatus::Exited(_, code)) => format!("exited with status {code}"),
         Ok(WaitStatus::Signaled(_, signal, core)) => format!(

@@ -89,6 +89,8 @@ pub struct Outcome {
     pub pid: Option<Pid>,
     /// The first step that failed, and why.
     pub failure: Option<(Stage, Errno)>,
+    /// A record made no sense (it cannot happen; reported as a failure).
+    pub garbled: bool,
 }
 
 impl Outcome {
@@ -110,7 +112,9 @@ impl Outcome {
                         .failure
                         .get_or_insert((stage, Errno::from_raw(errno)));
                 }
-                None => return Err(anyhow!("garbled report from the daemon: {record:?}")),
+                // Read on to the end all the same: the end is what says the
+                // children are done (see `detach::spawn`).
+                None => outcome.garbled = true,
             }
         }
     }
@@ -171,6 +175,9 @@ pub fn describe(plan: &Plan, stage: Stage, errno: Errno) -> Failure {
                     file.path.display(),
                     plan.as_user()
                 ),
+                None if stage == Stage::Stderr && plan.outputs.stdout.is_some() => {
+                    "cannot send standard error to the standard output file".to_owned()
+                }
                 None => "cannot redirect output to '/dev/null'".to_owned(),
             }
         }

@@ -59,9 +59,12 @@ pub fn resolve(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Option
                         ("USER".into(), entry.name.clone().into()),
                         ("LOGNAME".into(), entry.name.clone().into()),
                     ];
-                    if !entry.shell.as_os_str().is_empty() {
-                        env.push(("SHELL".into(), entry.shell.clone().into_os_string()));
-                    }
+                    // passwd(5): an empty shell field means /bin/sh.
+                    let shell = match entry.shell.as_os_str().is_empty() {
+                        true => "/bin/sh".into(),
+                        false => entry.shell.clone().into_os_string(),
+                    };
+                    env.push(("SHELL".into(), shell));
                     Credentials {
                         shown: spec.to_owned(),
                         uid,
@@ -80,6 +83,7 @@ pub fn resolve(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Option
                         ("HOME".into(), "/".into()),
                         ("USER".into(), uid.to_string().into()),
                         ("LOGNAME".into(), uid.to_string().into()),
+                        ("SHELL".into(), "/bin/sh".into()),
                     ];
                     Credentials {
                         shown: spec.to_owned(),

@@ -540,6 +540,7 @@ fn a_failed_start_removes_a_stale_pidfile_rather_than_leave_it_naming_a_dead_pro
 /// trusts it (the lock is held, the content unchanged) and signals whatever
 /// process has that PID now: exactly the PID-reuse case SPEC.md says
 /// `--stop` cannot hit. Here the stale PID is a live bystander of ours.
+/// `--stop` must end the start in progress through the lock instead.
 #[test]
 fn a_start_in_progress_over_a_stale_pidfile_never_exposes_the_stale_pid() {
     init();
@@ -563,17 +564,23 @@ fn a_start_in_progress_over_a_stale_pidfile_never_exposes_the_stale_pid() {
     let daemon = spec.start(); // It runs, and daemonize holds the lock.
 
     let during = status(&pidfile);
+    assert_eq!(during.code, Some(0), "{during:?}");
+    assert!(
+        during.stdout.contains("starting"),
+        "--status did not say a start is in progress: {during:?}"
+    );
+    // --stop ends the start in progress: it signals what holds the lock,
+    // never the stale PID.
     let stopped = stop(&pidfile, &["--timeout", "1"]);
     bystander.assert_untouched();
-    assert_ne!(
-        during.stdout,
-        format!("running (pid {})\n", bystander.pid()),
-        "--status named the stale PID as running: {during:?}"
-    );
-    assert_ne!(stopped.code, Some(0), "{stopped:?}");
+    stopped.assert_code(0);
+    wait_until(TIMEOUT, "the starting daemon to be stopped", || {
+        !daemon.is_alive()
+    });
+    // daemonize, its subreaper, reaps it: the guard must not touch the PID.
+    std::mem::forget(daemon);
 
-    // The daemon dies before it is ready: daemonize gives up.
-    drop(daemon);
+    // The daemon died before it was ready: daemonize gives up.
     let child = &mut starting.0[0];
     let ended = wait_for(TIMEOUT, "daemonize to give up", || {
         child.try_wait().expect("try_wait")
