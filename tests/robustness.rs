@@ -1,0 +1,334 @@
+//! Edge cases found in review: huge argument lists, processes that die or
+//! are killed half-way through a start, onlookers and impostors around a
+//! pidfile, files that are not pidfiles, and odd option values.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::{
+    Daemon, DaemonSpec, TIMEOUT, assert_no_leftover, daemonize, init, procfs, wait_for, wait_until,
+};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A process the tests must never see signalled: it is killed and reaped
+/// by PID when the test ends.
+struct Bystander(Child);
+
+impl Bystander {
+    fn spawn() -> Bystander {
+        Bystander(
+            Command::new("sleep")
+                .arg("1000")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn a bystander"),
+        )
+    }
+
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    #[track_caller]
+    fn assert_untouched(&mut self) {
+        assert!(
+            self.0.try_wait().expect("try_wait").is_none(),
+            "the bystander was signalled"
+        );
+    }
+}
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// glibc's execvp runs a script without `#!` through /bin/sh with a copy of
+/// argv on the child's stack: thousands of arguments must fit.
+#[test]
+fn a_script_without_shebang_and_thousands_of_arguments_starts() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("run");
+    let count = dir.path().join("count");
+    let marker = common::unique_marker();
+    fs::write(
+        &script,
+        format!("echo $# > '{}'\nexec sleep {marker}\n", count.display()),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let args: Vec<String> = (0..20000).map(|i| i.to_string()).collect();
+    let mut cmd = daemonize();
+    cmd.arg("--")
+        .arg(&script)
+        .args(&args)
+        .run()
+        .assert_started();
+    let written = wait_for(TIMEOUT, "the script to count its arguments", || {
+        fs::read_to_string(&count)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    });
+    assert_eq!(written, "20000\n");
+    // The script execs sleep with a marker of its own.
+    let daemon = wait_for(TIMEOUT, "the daemon", || {
+        procfs::pids()
+            .into_iter()
+            .find(|&pid| procfs::cmdline(pid).is_ok_and(|argv| argv == ["sleep", marker.as_str()]))
+    });
+    drop(Daemon::new(daemon));
+}
+
+/// A daemon blocked before exec (opening a FIFO log nobody reads) and the
+/// chain of processes above it: (daemonize, intermediate, daemon).
+fn start_blocked_on_a_fifo(dir: &Path) -> (Child, i32, i32, DaemonSpec, std::path::PathBuf) {
+    let fifo = dir.join("log.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let spec = DaemonSpec::new(dir);
+    let child = Command::new(common::bin())
+        .arg("-o")
+        .arg(&fifo)
+        .arg("--")
+        .args(spec.argv())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let original = child.id() as i32;
+    let child_of = |parent: i32| {
+        wait_for(TIMEOUT, "a forked child", || {
+            procfs::pids()
+                .into_iter()
+                .find(|&pid| procfs::stat(pid).is_ok_and(|s| s.ppid == parent))
+        })
+    };
+    let intermediate = child_of(original);
+    let daemon = child_of(intermediate);
+    (child, intermediate, daemon, spec, fifo)
+}
+
+/// If the intermediate child is killed while the daemon is still setting
+/// up on memory it shares with daemonize, daemonize must wait for the
+/// daemon to exec before it frees anything, and then report the start.
+#[test]
+fn killing_the_intermediate_child_mid_start_does_not_break_the_daemon() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, intermediate, _, spec, fifo) = start_blocked_on_a_fifo(dir.path());
+    kill(Pid::from_raw(intermediate), Signal::SIGKILL).unwrap();
+    // Let the daemon open its log and go on.
+    let _reader = File::open(&fifo).unwrap();
+    let status = wait_for(TIMEOUT, "daemonize to finish", || child.try_wait().unwrap());
+    let daemon = spec.start();
+    assert!(daemon.is_alive());
+    assert_eq!(status.code(), Some(0), "daemonize did not report the start");
+}
+
+/// A daemon killed before it could exec has not started, whatever the
+/// report pipe says (it closed without a failure record).
+#[test]
+fn a_daemon_killed_before_exec_is_a_failed_start() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _, daemon, spec, _fifo) = start_blocked_on_a_fifo(dir.path());
+    kill(Pid::from_raw(daemon), Signal::SIGTERM).unwrap();
+    let status = wait_for(TIMEOUT, "daemonize to finish", || child.try_wait().unwrap());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert_no_leftover(&spec.marker);
+}
+
+/// A daemon that leaves a child behind and exits before it is ready: the
+/// failed start takes the child too, so no second instance can slip past a
+/// lock that child would still hold.
+#[test]
+fn a_failed_start_leaves_none_of_the_daemons_children() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("app.pid");
+    let marker = common::unique_marker();
+    let output = daemonize()
+        .args(["--ready-fd", "3", "-p"])
+        .arg(&pidfile)
+        .args(["--", "sh", "-c"])
+        .arg(format!("sleep {marker} & exit 0"))
+        .run();
+    output.assert_failed(125, &["status 0", "before it was ready"]);
+    wait_until(TIMEOUT, "the daemon's child to be gone", || {
+        common::processes_with_marker(&marker).is_empty()
+    });
+    assert!(!pidfile.exists());
+}
+
+/// Someone who can write the pidfile puts another process's PID in it:
+/// `--stop` must not signal that process, only what holds the lock.
+#[test]
+fn stop_never_signals_a_pid_that_does_not_hold_the_lock() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("app.pid");
+    let spec = DaemonSpec::new(dir.path());
+    daemonize()
+        .arg("-p")
+        .arg(&pidfile)
+        .arg("--")
+        .args(spec.argv())
+        .run()
+        .assert_started();
+    let daemon = spec.start();
+    let mut bystander = Bystander::spawn();
+    fs::write(&pidfile, format!("{}\n", bystander.pid())).unwrap();
+    // An onlooker with the file open (like `tail -f`) but no lock.
+    let mut onlooker = Bystander(
+        Command::new("sleep")
+            .arg("1000")
+            .stdin(File::open(&pidfile).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    daemonize()
+        .arg("-p")
+        .arg(&pidfile)
+        .arg("--stop")
+        .run()
+        .assert_code(0);
+    bystander.assert_untouched();
+    onlooker.assert_untouched();
+    wait_until(TIMEOUT, "the daemon to be stopped", || !daemon.is_alive());
+}
+
+/// `-p` naming a file that is not a pidfile must not destroy it.
+#[test]
+fn a_file_that_is_not_a_pidfile_is_never_truncated_or_removed() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("important.conf");
+    fs::write(&conf, "setting = 1\n").unwrap();
+    let spec = DaemonSpec::new(dir.path());
+    daemonize()
+        .arg("-p")
+        .arg(&conf)
+        .arg("--")
+        .args(spec.argv())
+        .run()
+        .assert_failed(125, &["refusing to use", "important.conf"]);
+    assert_no_leftover(&spec.marker);
+    daemonize().arg("-p").arg(&conf).arg("--stop").run();
+    daemonize()
+        .arg("-p")
+        .arg(&conf)
+        .args(["--", "/nonexistent/command"])
+        .run();
+    assert_eq!(fs::read_to_string(&conf).unwrap(), "setting = 1\n");
+}
+
+#[test]
+fn odd_option_values_are_usage_errors() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let same = dir.path().join("same");
+    for (options, words) in [
+        (
+            vec!["--ready-fd", "3", "--ready-timeout", "1e19"],
+            vec!["--ready-timeout"],
+        ),
+        (
+            vec!["-p", "x.pid", "--stop", "--timeout", "1e19"],
+            vec!["--timeout"],
+        ),
+        (
+            vec!["-p", same.to_str().unwrap(), "-l", same.to_str().unwrap()],
+            vec!["same file"],
+        ),
+    ] {
+        let spec = DaemonSpec::new(dir.path());
+        let mut cmd = daemonize();
+        cmd.args(&options);
+        if !options.contains(&"--stop") {
+            cmd.arg("--").args(spec.argv());
+        }
+        cmd.run().assert_failed(125, &words);
+        assert_no_leftover(&spec.marker);
+    }
+}
+
+/// `--keep-fds 4` is checked against the caller's descriptors, before
+/// daemonize opens its own (which could otherwise take number 4).
+#[test]
+fn keep_fds_of_a_closed_descriptor_is_refused_even_with_ready_fd() {
+    init();
+    let spec = DaemonSpec::new(Path::new("/tmp"));
+    daemonize()
+        .args(["--ready-fd", "3", "--keep-fds", "9"])
+        .arg("--")
+        .args(spec.argv())
+        .run()
+        .assert_failed(125, &["descriptor 9", "not open"]);
+    assert_no_leftover(&spec.marker);
+}
+
+#[test]
+fn status_and_stop_of_a_directory_cannot_tell() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let output = daemonize().arg("-p").arg(dir.path()).arg("--status").run();
+    output.assert_code(4);
+    daemonize()
+        .arg("-p")
+        .arg(dir.path())
+        .arg("--stop")
+        .run()
+        .assert_failed(1, &["not a regular file"]);
+}
+
+/// `--status | head -0`: a reader that went away does not turn the LSB
+/// code into a death by SIGPIPE.
+#[test]
+fn status_exit_code_survives_a_closed_stdout() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(common::bin())
+        .arg("-p")
+        .arg(dir.path().join("none.pid"))
+        .arg("--status")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+}
+
+#[test]
+fn env_values_may_be_any_bytes() {
+    init();
+    let mut cmd = daemonize();
+    let spec = DaemonSpec::new(cmd.dir()).hold();
+    cmd.arg("-E")
+        .arg(OsStr::from_bytes(b"BYTES=\xff\xfe"))
+        .arg("--")
+        .args(spec.argv())
+        .run()
+        .assert_started();
+    let daemon = spec.start();
+    assert!(
+        daemon
+            .environ()
+            .iter()
+            .any(|v| v.as_bytes() == b"BYTES=\xff\xfe"),
+        "{:?}",
+        daemon.environ()
+    );
+}
