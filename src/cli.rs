@@ -86,8 +86,9 @@ sections![
 
   --status and --stop decide \"running\" by the lock, not by kill(pid, 0), so
   a PID reused by another process after the daemon died is never reported
-  or signalled. --stop opens a pidfd, confirms that the lock is still held
-  and the PID unchanged, signals through the pidfd, and removes the pidfile
+  or signalled. --stop opens a pidfd for the PID, confirms that this very
+  process holds the flock (a PID written into the file by someone else, or
+  reused, does not), signals through the pidfd, and removes the pidfile
   once the daemon is gone and nobody holds the lock. Processes the daemon
   started inherit the lock and count as part of it: once the daemon has
   exited, each one still holding the lock gets the same signal, and SIGKILL
