@@ -298,7 +298,7 @@ fn daemon(args: &ChildArgs) -> ! {
     if let Some(creds) = args.creds {
         drop_privileges(report, creds);
     }
-    // SAFETY (whole block): each call is an async-signal-safe syscall whose
+    // SAFETY: each call in this block is an async-signal-safe syscall whose
     // pointer arguments are NUL-terminated strings or NULL-terminated arrays
     // owned by the Plan, which was built before fork and is never freed here.
     unsafe {
