@@ -13,7 +13,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 
 use common::{
-    Daemon, DaemonSpec, Output, TIMEOUT, assert_no_leftover, daemonize, init,
+    Bystander, Daemon, DaemonSpec, Output, TIMEOUT, assert_no_leftover, daemonize, init,
     processes_with_marker, procfs, shell, test_pid, unique_marker, wait_for, wait_for_optional,
     wait_for_pid_file, wait_until,
 };
@@ -171,54 +171,6 @@ fn reap(daemon: Daemon) -> WaitStatus {
     });
     std::mem::forget(daemon);
     status
-}
-
-/// An unrelated process of our own (`sleep MARKER`), killed by its handle
-/// on drop.
-struct Bystander {
-    child: Child,
-    marker: String,
-}
-
-impl Bystander {
-    fn spawn() -> Bystander {
-        let marker = unique_marker();
-        let child = Command::new("sleep")
-            .arg(&marker)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn sleep");
-        let bystander = Bystander { child, marker };
-        wait_until(TIMEOUT, "the bystander to run sleep", || {
-            procfs::cmdline(bystander.pid())
-                .is_ok_and(|argv| argv.last().is_some_and(|a| a == bystander.marker.as_str()))
-        });
-        bystander
-    }
-
-    fn pid(&self) -> i32 {
-        i32::try_from(self.child.id()).expect("PID fits in pid_t")
-    }
-
-    /// Still running: not exited, not even a zombie.
-    #[track_caller]
-    fn assert_untouched(&mut self) {
-        assert_eq!(
-            self.child.try_wait().expect("try_wait"),
-            None,
-            "the bystander was signalled"
-        );
-        assert!(procfs::is_alive(self.pid()));
-    }
-}
-
-impl Drop for Bystander {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Sets a file's modification time to a fixed past moment, so that any

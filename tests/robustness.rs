@@ -12,45 +12,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::{
-    Daemon, DaemonSpec, TIMEOUT, assert_no_leftover, daemonize, init, procfs, wait_for, wait_until,
+    Bystander, Daemon, DaemonSpec, TIMEOUT, assert_no_leftover, daemonize, init, procfs, wait_for,
+    wait_until,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-/// A process the tests must never see signalled: it is killed and reaped
-/// by PID when the test ends.
-struct Bystander(Child);
-
-impl Bystander {
-    fn spawn() -> Bystander {
-        Bystander(
-            Command::new("sleep")
-                .arg("1000")
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("spawn a bystander"),
-        )
-    }
-
-    fn pid(&self) -> i32 {
-        self.0.id() as i32
-    }
-
-    #[track_caller]
-    fn assert_untouched(&mut self) {
-        assert!(
-            self.0.try_wait().expect("try_wait").is_none(),
-            "the bystander was signalled"
-        );
-    }
-}
-
-impl Drop for Bystander {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// glibc's execvp runs a script without `#!` through /bin/sh with a copy of
 /// argv on the child's stack: thousands of arguments must fit.
@@ -192,13 +158,7 @@ fn stop_never_signals_a_pid_that_does_not_hold_the_lock() {
     let mut bystander = Bystander::spawn();
     fs::write(&pidfile, format!("{}\n", bystander.pid())).unwrap();
     // An onlooker with the file open (like `tail -f`) but no lock.
-    let mut onlooker = Bystander(
-        Command::new("sleep")
-            .arg("1000")
-            .stdin(File::open(&pidfile).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut onlooker = Bystander::spawn_with(File::open(&pidfile).unwrap().into());
     daemonize()
         .arg("-p")
         .arg(&pidfile)

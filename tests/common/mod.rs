@@ -22,7 +22,7 @@ use std::fs::File;
 use std::io::{Read, Seek};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -423,6 +423,59 @@ pub fn launch_with<S: AsRef<OsStr>>(
         .assert_started();
     let daemon = spec.start();
     Launched { daemon, spec, cmd }
+}
+
+/// An unrelated process of our own (`sleep MARKER`), killed by its handle
+/// on drop.
+pub struct Bystander {
+    child: Child,
+    marker: String,
+}
+
+impl Bystander {
+    pub fn spawn() -> Bystander {
+        Bystander::spawn_with(Stdio::null())
+    }
+
+    /// With `stdin` as its standard input (a file it then holds open).
+    pub fn spawn_with(stdin: Stdio) -> Bystander {
+        let marker = unique_marker();
+        let child = Command::new("sleep")
+            .arg(&marker)
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sleep");
+        let bystander = Bystander { child, marker };
+        wait_until(TIMEOUT, "the bystander to run sleep", || {
+            procfs::cmdline(bystander.pid())
+                .is_ok_and(|argv| argv.last().is_some_and(|a| a == bystander.marker.as_str()))
+        });
+        bystander
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("PID fits in pid_t")
+    }
+
+    /// Still running: not exited, not even a zombie.
+    #[track_caller]
+    pub fn assert_untouched(&mut self) {
+        assert_eq!(
+            self.child.try_wait().expect("try_wait"),
+            None,
+            "the bystander was signalled"
+        );
+        assert!(procfs::is_alive(self.pid()));
+    }
+}
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Owns a running daemon by PID. On drop (also when a test panics) it sends
