@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 
-use crate::detach::{pidfd_open, pidfd_send_signal};
+use crate::detach::{pidfd_exited_within, pidfd_open, pidfd_send_signal};
 use crate::error::{EXIT_RUNNING, Failure};
 use crate::pidfile;
 
@@ -278,21 +277,10 @@ fn send(pidfd: &OwnedFd, signal: Signal, pid: Pid) -> anyhow::Result<()> {
     }
 }
 
-/// Polls the pidfd until the process exits (true) or `timeout` passes.
+/// Waits for the process behind `pidfd` to exit (true) or `timeout` to pass.
 fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> anyhow::Result<bool> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ms =
-            PollTimeout::try_from(left.min(Duration::from_secs(3600))).unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, ms) {
-            Ok(0) if left.is_zero() => return Ok(false),
-            Ok(0) | Err(Errno::EINTR) => {}
-            Ok(_) => return Ok(true),
-            Err(e) => return Err(anyhow!(e).context("cannot wait for the daemon to exit")),
-        }
-    }
+    pidfd_exited_within(pidfd, timeout)
+        .map_err(|e| anyhow!(e).context("cannot wait for the daemon to exit"))
 }
 
 /// Removes the pidfile if nobody holds its lock (taking the lock ourselves

@@ -426,18 +426,5 @@ fn died(pid: Pid, plan: &Plan) -> Failure {
 
 /// Whether the process behind `pidfd` exits within `grace`.
 fn exited_within(pidfd: &OwnedFd, grace: Duration) -> bool {
-    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-    let deadline = Instant::now() + grace;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match poll(
-            &mut fds,
-            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
-        ) {
-            Ok(0) => return false,
-            Ok(_) => return true,
-            Err(Errno::EINTR) => continue,
-            Err(_) => return false,
-        }
-    }
+    detach::pidfd_exited_within(pidfd, grace).unwrap_or(false)
 }
