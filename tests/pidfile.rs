@@ -24,9 +24,9 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 
 use common::{
-    Bystander, Daemon, DaemonSpec, Output, TIMEOUT, assert_no_leftover, daemonize, init,
-    processes_with_marker, procfs, shell, test_pid, unique_marker, wait_for, wait_for_optional,
-    wait_for_pid_file, wait_until,
+    Bystander, Daemon, DaemonSpec, Launched, Output, TIMEOUT, assert_no_leftover, daemonize, init,
+    launch_with, processes_with_marker, procfs, shell, test_pid, unique_marker, wait_for,
+    wait_for_optional, wait_for_pid_file, wait_until,
 };
 
 // ---------------------------------------------------------------------------
@@ -53,14 +53,8 @@ fn start(dir: &Path, options: &[&OsStr]) -> (Output, DaemonSpec) {
 /// Like [`start`], asserting that the daemon started, and takes it over.
 #[track_caller]
 fn launch(dir: &Path, options: &[&OsStr]) -> (Daemon, DaemonSpec) {
-    let spec = DaemonSpec::new(dir);
-    daemonize()
-        .args(options)
-        .arg("--")
-        .args(spec.argv())
-        .run()
-        .assert_started();
-    (spec.start(), spec)
+    let Launched { daemon, spec, .. } = launch_with(daemonize(), DaemonSpec::new(dir), options);
+    (daemon, spec)
 }
 
 /// `daemonize -p PIDFILE --status`.
@@ -557,14 +551,7 @@ fn stop_kills_a_daemon_that_ignores_the_signal_after_the_timeout() {
     // The ignored disposition survives `exec sleep`: the process that holds
     // the lock is the one that ignores TERM, and it has no children.
     let spec = DaemonSpec::new(dir.path()).prelude(r#"trap "" TERM"#);
-    daemonize()
-        .arg("-p")
-        .arg(&pidfile)
-        .arg("--")
-        .args(spec.argv())
-        .run()
-        .assert_started();
-    let daemon = spec.start();
+    let Launched { daemon, .. } = launch_with(daemonize(), spec, pidfile_option(&pidfile));
     assert_ne!(
         daemon.status().sig_ign() & signal_bit(Signal::SIGTERM),
         0,
@@ -602,14 +589,7 @@ fn daemon_with_a_lock_holding_child(dir: &Path, child_prelude: &str) -> (Daemon,
         r#"({child_prelude} exec sleep 1000) & echo $! > "{}""#,
         child_pid.display()
     ));
-    daemonize()
-        .arg("-p")
-        .arg(&pidfile)
-        .arg("--")
-        .args(spec.argv())
-        .run()
-        .assert_started();
-    let daemon = spec.start();
+    let Launched { daemon, .. } = launch_with(daemonize(), spec, pidfile_option(&pidfile));
     let child = Daemon::new(wait_for_pid_file(&child_pid, TIMEOUT));
     wait_until(TIMEOUT, "the child to exec sleep", || {
         procfs::cmdline(child.pid()).is_ok_and(|argv| argv.first().is_some_and(|a| a == "sleep"))

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::{
-    Bystander, Daemon, DaemonSpec, TIMEOUT, assert_no_leftover, daemonize, init, procfs, wait_for,
-    wait_until,
+    Bystander, Daemon, DaemonSpec, TIMEOUT, assert_no_leftover, daemonize, init, launch_with,
+    procfs, wait_for, wait_until,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -147,14 +147,7 @@ fn stop_never_signals_a_pid_that_does_not_hold_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("app.pid");
     let spec = DaemonSpec::new(dir.path());
-    daemonize()
-        .arg("-p")
-        .arg(&pidfile)
-        .arg("--")
-        .args(spec.argv())
-        .run()
-        .assert_started();
-    let daemon = spec.start();
+    let daemon = launch_with(daemonize(), spec, [OsStr::new("-p"), pidfile.as_os_str()]).daemon;
     let mut bystander = Bystander::spawn();
     fs::write(&pidfile, format!("{}\n", bystander.pid())).unwrap();
     // An onlooker with the file open (like `tail -f`) but no lock.
