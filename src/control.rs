@@ -19,9 +19,9 @@ use nix::unistd::Pid;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 
-use crate::detach::{pidfd_exited_within, pidfd_open, pidfd_send_signal};
 use crate::error::{EXIT_RUNNING, Failure};
 use crate::pidfile;
+use crate::sys::{pidfd_exited_within, pidfd_open, pidfd_send_signal};
 
 /// LSB init-script status codes (LSB 4.1, "Init Script Actions").
 const STATUS_RUNNING: u8 = 0;

@@ -7,7 +7,10 @@
 //! - `pidfile`: the pidfile and lockfile, locked for single instance;
 //! - `control`: `--status` and `--stop`;
 //! - `user`: `--user` and `--group` resolved to ids before fork;
-//! - `detach`: the double fork and exec, and the library's only `unsafe` code;
+//! - `detach`: the double fork and exec: the fork-child code, with `unsafe`;
+//! - `sys`: thin wrappers over raw system calls (pidfds, descriptors, NSS),
+//!   the library's only other `unsafe` code, imported by everything above
+//!   and importing nothing of ours;
 //! - `ready`: `--wait-ready` and `--ready-fd`, and waiting for them;
 //! - `report`: the child-to-parent failure records and their messages;
 //! - `launch`: the original process's side of a start;
@@ -26,6 +29,7 @@ mod pidfile;
 mod plan;
 mod ready;
 mod report;
+mod sys;
 mod user;
 
 pub use error::Failure;
@@ -33,9 +37,9 @@ pub use error::Failure;
 /// The whole program: parse, set up diagnostics, run, and return the exit
 /// status (a failure is printed once, here).
 pub fn main() -> u8 {
-    detach::disable_backtrace_capture();
+    sys::disable_backtrace_capture();
     // SPEC.md step 1, before anything can open a file.
-    if let Err(e) = detach::occupy_stdio() {
+    if let Err(e) = sys::occupy_stdio() {
         return Failure::from(e).report();
     }
     let cli = match cli::parse() {

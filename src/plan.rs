@@ -17,11 +17,11 @@ use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 
 use crate::cli::Cli;
-use crate::detach;
 use crate::error::Failure;
 use crate::output::Outputs;
 use crate::pidfile::{Kind, Lock};
 use crate::ready::Readiness;
+use crate::sys;
 use crate::user::{self, Credentials};
 
 pub struct Plan {
@@ -190,7 +190,7 @@ fn environment(
 fn keep_fds(fds: &[RawFd]) -> anyhow::Result<Vec<RawFd>> {
     let set: BTreeSet<RawFd> = fds.iter().copied().collect();
     for &fd in &set {
-        if !detach::fd_is_open(fd) {
+        if !sys::fd_is_open(fd) {
             bail!("cannot keep descriptor {fd} (--keep-fds): it is not open");
         }
     }

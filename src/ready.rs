@@ -25,9 +25,9 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgid, getpgrp};
 
-use crate::detach;
 use crate::error::Failure;
 use crate::plan::Plan;
+use crate::sys;
 use crate::user::Credentials;
 
 /// How long a daemon that is stopped after a failed start gets between
@@ -128,7 +128,7 @@ impl Readiness {
     /// `--ready-fd FD`. Must be called before any other descriptor of ours
     /// is opened, so that FD can be reserved.
     pub fn fd(target: RawFd, timeout: Duration) -> anyhow::Result<Readiness> {
-        let reserved = detach::reserve_fd(target)?;
+        let reserved = sys::reserve_fd(target)?;
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .context("cannot create the readiness pipe")?;
         Ok(Readiness {
@@ -158,7 +158,7 @@ impl Readiness {
         if let Channel::Fd(pipe) = &mut self.channel {
             pipe.write = None;
         }
-        let pidfd = match detach::pidfd_open(pid) {
+        let pidfd = match sys::pidfd_open(pid) {
             Ok(fd) => fd,
             Err(e) => {
                 // It is our child and unreaped, so the PID is still its own.
@@ -376,13 +376,13 @@ fn stop(pidfd: &OwnedFd, pid: Pid) -> &'static str {
     let group = daemon_group(pid);
     let term = || match group {
         Some(pgid) => killpg(pgid, Signal::SIGTERM).map_err(drop),
-        None => detach::pidfd_send_signal(pidfd, Signal::SIGTERM).map_err(drop),
+        None => sys::pidfd_send_signal(pidfd, Signal::SIGTERM).map_err(drop),
     };
     let _ = term();
     let how = if exited_within(pidfd, STOP_GRACE) {
         "stopped it with SIGTERM"
     } else {
-        let _ = detach::pidfd_send_signal(pidfd, Signal::SIGKILL);
+        let _ = sys::pidfd_send_signal(pidfd, Signal::SIGKILL);
         exited_within(pidfd, STOP_GRACE);
         "killed it with SIGKILL"
     };
@@ -426,5 +426,5 @@ fn died(pid: Pid, plan: &Plan) -> Failure {
 
 /// Whether the process behind `pidfd` exits within `grace`.
 fn exited_within(pidfd: &OwnedFd, grace: Duration) -> bool {
-    detach::pidfd_exited_within(pidfd, grace).unwrap_or(false)
+    sys::pidfd_exited_within(pidfd, grace).unwrap_or(false)
 }

@@ -39,7 +39,7 @@ pub fn resolve(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Option
     if user.is_none() && group.is_none() {
         return Ok(None);
     }
-    crate::detach::nss_files_only_if_static();
+    crate::sys::nss_files_only_if_static();
     let group = group.map(lookup_group).transpose()?;
     let creds = match user {
         Some(spec) => {

@@ -1,0 +1,163 @@
+//! Thin wrappers over raw system calls, at the bottom of the layout: every
+//! `unsafe` block of the library that is not fork-child code lives here
+//! (`detach` holds the rest). Nothing here knows about plans, pidfiles or
+//! daemons; each function is one system call (or a short fixed sequence)
+//! with its errors turned into `nix`/`anyhow` results. Nothing here runs in
+//! a forked child.
+
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::ptr;
+
+use anyhow::Context;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::libc::{self, c_char, c_int, c_uint};
+use nix::unistd::Pid;
+
+/// daemonize's errors are messages for people and are never shown with a
+/// backtrace, but anyhow captures one for every error whenever
+/// `RUST_BACKTRACE` is set (as it often is on a Rust developer's machine),
+/// and a capture costs about a millisecond, on the very path that reports
+/// a failed start. std decides once per process whether to capture, reading
+/// `RUST_LIB_BACKTRACE` first; so that variable is set to `0` for that one
+/// decision, and the environment is then put back as it was, since the
+/// daemon inherits it. Nothing happens when neither variable is set.
+pub fn disable_backtrace_capture() {
+    const VAR: &str = "RUST_LIB_BACKTRACE";
+    let old = std::env::var_os(VAR);
+    if old.is_none() && std::env::var_os("RUST_BACKTRACE").is_none() {
+        return;
+    }
+    // SAFETY: called first thing in `main`, while the process is
+    // single-threaded and nothing holds a pointer into the environment.
+    unsafe { std::env::set_var(VAR, "0") };
+    let _ = std::backtrace::Backtrace::capture();
+    // SAFETY: as above.
+    unsafe {
+        match old {
+            Some(value) => std::env::set_var(VAR, value),
+            None => std::env::remove_var(VAR),
+        }
+    }
+}
+
+/// Whether `fd` is an open descriptor in this process.
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor flags; any integer is a
+    // valid argument and a closed one yields EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// SPEC.md step 1: descriptors 0, 1 and 2 are occupied (with `/dev/null`)
+/// before anything else is opened, so no file ever lands on them by accident.
+pub fn occupy_stdio() -> anyhow::Result<()> {
+    for fd in 0..3 {
+        if !fd_is_open(fd) {
+            let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())
+                .context("cannot open '/dev/null'")?;
+            // The lowest free descriptor is `fd` itself: keep it open for good.
+            std::mem::forget(null);
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure descriptor `target` is occupied in this process, so that
+/// nothing we open lands on it: `--ready-fd` will install the readiness pipe
+/// there in the daemon. An inherited descriptor already occupies it (the
+/// daemon gets the pipe instead); otherwise `/dev/null` is put there.
+pub fn reserve_fd(target: RawFd) -> anyhow::Result<Option<OwnedFd>> {
+    if fd_is_open(target) {
+        return Ok(None);
+    }
+    let null = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .context("cannot open '/dev/null'")?;
+    if null.as_raw_fd() == target {
+        return Ok(Some(null));
+    }
+    // SAFETY: `target` is not open (checked above, and we are single-
+    // threaded), so dup3 creates it and the OwnedFd is its only owner.
+    let fd = unsafe { libc::dup3(null.as_raw_fd(), target, libc::O_CLOEXEC) };
+    if fd == -1 {
+        return Err(Errno::last()).with_context(|| format!("cannot reserve descriptor {target}"));
+    }
+    // SAFETY: dup3 just created `fd`; nothing else owns it.
+    Ok(Some(unsafe {
+        <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    }))
+}
+
+/// Restricts the user and group databases to `/etc/passwd` and
+/// `/etc/group` in the statically linked build. Static glibc would otherwise
+/// dlopen the NSS modules named in nsswitch.conf (systemd, ldap, sss) into a
+/// process that has its own copy of libc, and those modules crash there
+/// (nss_systemd's thread-local state is the first to fault). Local users
+/// always work; see README for users from other sources.
+pub fn nss_files_only_if_static() {
+    unsafe extern "C" {
+        /// glibc's `<nss.h>`: overrides the nsswitch.conf line of one database.
+        fn __nss_configure_lookup(db: *const c_char, service_line: *const c_char) -> c_int;
+    }
+    if cfg!(target_feature = "crt-static") {
+        for db in [c"passwd", c"group", c"initgroups"] {
+            // SAFETY: both arguments are static C strings; the call only
+            // records the service line for later lookups.
+            unsafe { __nss_configure_lookup(db.as_ptr(), c"files".as_ptr()) };
+        }
+    }
+}
+
+/// `pidfd_open(2)`: a handle on a process that stays bound to it even if
+/// its PID is reused later.
+pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor or
+    // -1; it touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0 as c_uint) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits up to `timeout` for the process behind `pidfd` to exit (a pidfd
+/// polls readable then); true once it has. Retries on EINTR.
+pub fn pidfd_exited_within(pidfd: &OwnedFd, timeout: std::time::Duration) -> nix::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        // One poll waits at most about 24 days (i32 milliseconds).
+        let wait = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, wait) {
+            Ok(0) if left.is_zero() => return Ok(false),
+            Ok(0) | Err(Errno::EINTR) => {}
+            Ok(_) => return Ok(true),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `pidfd_send_signal(2)`: signals exactly the process `pidfd` refers to.
+pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: nix::sys::signal::Signal) -> nix::Result<()> {
+    // SAFETY: a NULL siginfo asks the kernel to fill it in as kill(2) would;
+    // the descriptor is valid for the duration of the borrow.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as c_int,
+            ptr::null::<libc::siginfo_t>(),
+            0 as c_uint,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(Errno::last()) }
+}
