@@ -20,12 +20,19 @@
 //! resumes only once the daemon has exec'd (or failed), and nothing is
 //! copied or torn down on the way; a launcher is mostly that work (issue 6).
 //! Sharing memory adds one rule to the usual ones: a child writes only to its
-//! own stack, the report pipe, and `errno`; the one global it must set,
-//! `environ`, is put back by the original process.
+//! own stack, the report pipe, `errno`, and the one scratch array `spawn`
+//! sets aside for it (the argument list of the `/bin/sh` fallback).
+//!
+//! The daemon searches `PATH` itself instead of calling glibc's `execvp`:
+//! glibc runs any file that fails with `ENOEXEC` through `/bin/sh`, even a
+//! binary for another machine or a corrupt ELF, whose bytes then run as
+//! shell commands. Here, as in bash, only a file that does not look binary
+//! goes to the shell; a binary is 126 `Exec format error`. A file that
+//! exists but fails with `ENOENT` has a missing interpreter (its `#!` line,
+//! or an ELF's loader): that is reported as such, 126, not as "not found".
 
 #![allow(unsafe_code)]
 
-use std::mem::size_of;
 use std::os::fd::AsRawFd;
 use std::ptr;
 
@@ -39,8 +46,9 @@ use crate::plan::Plan;
 use crate::report::{Outcome, RECORD_LEN, Stage, encode};
 
 unsafe extern "C" {
-    /// The process environment that `execvp` passes on (POSIX `environ`).
-    static mut environ: *const *const c_char;
+    /// The process environment, passed on when the plan does not change it
+    /// (POSIX `environ`).
+    static environ: *const *const c_char;
 }
 
 /// The processes started by [`spawn`], seen from the original process.
@@ -74,6 +82,11 @@ struct ChildArgs<'a> {
     argv: &'a [*const c_char],
     /// The environment to install, or `None` to keep ours.
     envp: Option<&'a [*const c_char]>,
+    /// `PATH` for the command search (the daemon's, or the default).
+    search_path: &'a std::ffi::CStr,
+    /// `["/bin/sh", <script>, argv[1..], NULL]` for a script without `#!`:
+    /// the daemon fills in slot 1 (the only memory of ours it writes).
+    sh_argv: *mut *const c_char,
     chdir: *const c_char,
     umask: libc::mode_t,
     creds: Option<RawCreds<'a>>,
@@ -94,10 +107,7 @@ struct ChildArgs<'a> {
 /// original process only; the children end in `execvp` or `_exit`.
 pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).context("cannot create the report pipe")?;
-    // glibc's execvp runs a script without `#!` through /bin/sh with a copy
-    // of argv on the stack, so the daemon's stack grows with argv.
-    let daemon_stack =
-        Stack::new(CHILD_STACK + (plan.argv.len() + 2) * size_of::<*const c_char>())?;
+    let daemon_stack = Stack::new(CHILD_STACK)?;
     let intermediate_stack = Stack::new(CHILD_STACK)?;
 
     let groups: Vec<libc::gid_t> = plan
@@ -119,6 +129,11 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
     keep.sort_unstable();
     keep.dedup();
     let argv = null_terminated(plan.argv.iter().map(|a| a.as_ptr()));
+    let mut sh_argv = null_terminated(
+        [c"/bin/sh".as_ptr(), ptr::null()]
+            .into_iter()
+            .chain(plan.argv[1..].iter().map(|a| a.as_ptr())),
+    );
     let envp = plan
         .envp
         .as_ref()
@@ -131,6 +146,8 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
         report: report_w.as_raw_fd(),
         argv: &argv,
         envp: envp.as_deref(),
+        search_path: &plan.search_path,
+        sh_argv: sh_argv.as_mut_ptr(),
         chdir: plan.c_chdir.as_ptr(),
         umask: plan.umask,
         creds,
@@ -144,10 +161,6 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
     };
 
     tracing::debug!(kept = ?keep, "forking");
-    // SAFETY: `environ` is read and written only on this thread (the process
-    // is single-threaded); the daemon may point it at `envp` before exec in
-    // our shared memory, so it is put back below.
-    let saved_environ = unsafe { environ };
     // SAFETY: see `vfork_into`. `args` and everything it points into live in
     // this frame or in the Plan, both alive until clone returns, which is
     // after the children no longer use our memory.
@@ -167,18 +180,19 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
         // changed. This does not happen on Linux; aborting beats corruption.
         std::process::abort();
     }
-    // SAFETY: as above; restores what the daemon may have changed.
-    unsafe { environ = saved_environ };
     Ok(Spawned {
         intermediate: Pid::from_raw(pid),
         outcome,
     })
 }
 
-/// Stack space for one child: the intermediate needs little; the daemon's
-/// execvp builds a path of at most PATH_MAX + NAME_MAX bytes on it (plus,
-/// for a script without `#!`, the copy of argv that `spawn` adds room for).
+/// Stack space for one child: the intermediate needs little; the daemon
+/// builds each candidate path of the command search (at most
+/// [`PATH_BUF`] bytes) on it.
 const CHILD_STACK: usize = 64 * 1024;
+
+/// Room for one candidate path: a `PATH` element, `/`, the command, NUL.
+const PATH_BUF: usize = libc::PATH_MAX as usize + libc::FILENAME_MAX as usize + 2;
 
 /// A child's stack: an anonymous mapping with a `PROT_NONE` guard page at
 /// its low end, so an overflow faults in the child instead of writing into
@@ -339,16 +353,122 @@ fn daemon(args: &ChildArgs) -> ! {
     if !reset_signals() {
         fail(report, Stage::Signals);
     }
-    // SAFETY: `environ` is only read by execvp below; argv and envp are
-    // NULL-terminated arrays of NUL-terminated strings kept alive by the
-    // Plan. execvp only returns on failure.
-    unsafe {
-        if let Some(envp) = args.envp {
-            environ = envp.as_ptr();
-        }
-        libc::execvp(*args.argv.as_ptr(), args.argv.as_ptr());
+    exec_command(args)
+}
+
+/// `execvp(3)` as POSIX describes it, with bash's care about binaries: a
+/// name with a `/` is executed as it is; otherwise each `PATH` element is
+/// tried in turn (an empty one is the working directory), skipping those
+/// where the file is missing or not a directory, remembering `EACCES`, and
+/// stopping at any other error. Only returns by `_exit`.
+fn exec_command(args: &ChildArgs) -> ! {
+    let report = args.report;
+    // SAFETY: argv[0] is a NUL-terminated string of the Plan; strlen only
+    // reads it.
+    let file = unsafe { std::ffi::CStr::from_ptr(args.argv[0]) }.to_bytes();
+    if file.contains(&b'/') {
+        let errno = try_exec(args, args.argv[0], -1);
+        set_errno(errno);
+        fail(report, Stage::Exec);
     }
+    if file.is_empty() {
+        set_errno(libc::ENOENT);
+        fail(report, Stage::Exec);
+    }
+    let mut buf = [0u8; PATH_BUF];
+    let mut denied = false;
+    for (index, dir) in args
+        .search_path
+        .to_bytes()
+        .split(|&b| b == b':')
+        .enumerate()
+    {
+        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+        let len = dir.len() + 1 + file.len();
+        if len + 1 > buf.len() {
+            continue;
+        }
+        buf[..dir.len()].copy_from_slice(dir);
+        buf[dir.len()] = b'/';
+        buf[dir.len() + 1..len].copy_from_slice(file);
+        buf[len] = 0;
+        match try_exec(args, buf.as_ptr().cast(), index as c_int) {
+            libc::EACCES => denied = true,
+            libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+            errno => {
+                set_errno(errno);
+                fail(report, Stage::Exec);
+            }
+        }
+    }
+    set_errno(if denied { libc::EACCES } else { libc::ENOENT });
     fail(report, Stage::Exec)
+}
+
+/// Executes `path` (candidate `index` of the search, -1 for a name with a
+/// `/`) and returns the errno if that fails. A file that is not a binary
+/// and fails with `ENOEXEC` (a script without `#!`) runs through `/bin/sh`;
+/// a binary that does is reported at once, as is a missing interpreter.
+fn try_exec(args: &ChildArgs, path: *const c_char, index: c_int) -> c_int {
+    let envp = match args.envp {
+        Some(envp) => envp.as_ptr(),
+        // SAFETY: reading the pointer of our (shared, unchanged) environment.
+        None => unsafe { environ },
+    };
+    // SAFETY: path, argv and envp are NUL-terminated strings and
+    // NULL-terminated arrays that outlive the call; execve only returns on
+    // failure.
+    unsafe { libc::execve(path, args.argv.as_ptr(), envp) };
+    let errno = Errno::last_raw();
+    match errno {
+        libc::ENOEXEC if looks_binary(path) => {
+            send(args.report, Stage::ExecPath, index);
+            set_errno(libc::ENOEXEC);
+            fail(args.report, Stage::Exec);
+        }
+        libc::ENOEXEC => {
+            // SAFETY: slot 1 of the scratch array `spawn` set aside for us
+            // (it has argv.len() + 2 slots); execve copies the strings.
+            unsafe {
+                *args.sh_argv.add(1) = path;
+                libc::execve(c"/bin/sh".as_ptr(), args.sh_argv, envp);
+            }
+            Errno::last_raw()
+        }
+        // SAFETY: access reads the NUL-terminated path only.
+        libc::ENOENT if unsafe { libc::access(path, libc::F_OK) } == 0 => {
+            send(args.report, Stage::ExecPath, index);
+            set_errno(libc::ENOENT);
+            fail(args.report, Stage::Interpreter);
+        }
+        errno => errno,
+    }
+}
+
+/// Whether the file at `path` is a binary that must never run through the
+/// shell: an ELF, or (bash's test) a first line of text holding a NUL byte.
+/// An unreadable file counts as binary: the shell could not read it either.
+fn looks_binary(path: *const c_char) -> bool {
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe { libc::open(path, libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) };
+    if fd == -1 {
+        return true;
+    }
+    let mut head = [0u8; 80];
+    // SAFETY: the kernel writes at most head.len() bytes into head.
+    let n = unsafe { libc::read(fd, head.as_mut_ptr().cast(), head.len()) };
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    let Ok(n) = usize::try_from(n) else {
+        return true;
+    };
+    let head = &head[..n];
+    let first_line = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    head.starts_with(b"\x7fELF") || first_line.contains(&0)
+}
+
+fn set_errno(errno: c_int) {
+    Errno::set_raw(errno);
 }
 
 /// setgroups, then setresgid, then setresuid (the order std and every
@@ -397,11 +517,26 @@ unsafe fn redirect(
     // SAFETY: the caller guarantees the path; open/dup2/close are
     // async-signal-safe and take plain integers otherwise.
     unsafe {
+        // O_NONBLOCK: a FIFO with no reader fails with ENXIO instead of
+        // hanging the start; it is cleared again before the daemon runs.
         let fd = match file {
-            Some(f) => libc::open(f.path, f.flags, crate::output::OutputFile::MODE as c_uint),
+            Some(f) => libc::open(
+                f.path,
+                f.flags | libc::O_NONBLOCK,
+                crate::output::OutputFile::MODE as c_uint,
+            ),
             None => dev_null,
         };
-        if fd == -1 || libc::dup2(fd, target) == -1 {
+        if fd == -1 {
+            fail(report, stage);
+        }
+        if file.is_some() {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags == -1 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) == -1 {
+                fail(report, stage);
+            }
+        }
+        if libc::dup2(fd, target) == -1 {
             fail(report, stage);
         }
         if file.is_some() {

@@ -27,6 +27,9 @@ use crate::user::{self, Credentials};
 pub struct Plan {
     /// COMMAND and its arguments; `argv[0]` is what `execvp` searches.
     pub argv: Vec<CString>,
+    /// The `PATH` that COMMAND is searched in: the daemon's own (so a `-E
+    /// PATH=...` counts), or the default of `execvp`.
+    pub search_path: CString,
     /// The daemon's whole environment, `NAME=VALUE`; `None` when nothing
     /// changes it, so the inherited one is passed on as it is, uncopied.
     pub envp: Option<Vec<CString>>,
@@ -81,6 +84,14 @@ impl Plan {
             }
             None => None,
         };
+        let search_path = overrides
+            .iter()
+            .rev()
+            .find(|(name, _)| name == "PATH")
+            .map(|(_, value)| value.clone())
+            .or_else(|| std::env::var_os("PATH"))
+            .unwrap_or_else(|| DEFAULT_PATH.into());
+        let search_path = cstring(&search_path, "PATH")?;
         let overrides_count = overrides.len();
         let envp = match overrides.is_empty() {
             true => None,
@@ -125,6 +136,7 @@ impl Plan {
             locks,
             ready,
             argv,
+            search_path,
             envp,
             c_chdir: cstring(cli.chdir().as_os_str(), "--chdir directory")?,
             chdir: cli.chdir().to_owned(),
@@ -155,6 +167,9 @@ impl Plan {
         String::from_utf8_lossy(self.argv[0].as_bytes())
     }
 }
+
+/// What glibc's `execvp` searches when `PATH` is unset (`confstr(_CS_PATH)`).
+const DEFAULT_PATH: &str = "/bin:/usr/bin";
 
 fn cstring(s: &OsStr, what: &str) -> anyhow::Result<CString> {
     CString::new(s.as_bytes())

@@ -10,8 +10,11 @@
 //! End of file with no failure record means `execvp` succeeded: the last
 //! write end was closed by exec itself.
 
+use std::ffi::OsStr;
 use std::io::Read;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use nix::errno::Errno;
@@ -41,10 +44,17 @@ pub enum Stage {
     CloseFds,
     Signals,
     Exec,
+    /// Not a failure: which file of the command search the failure that
+    /// follows is about (the index of its `PATH` element, or -1 for a
+    /// command given with a `/`).
+    ExecPath,
+    /// The command exists, but the interpreter its `#!` line (or its ELF
+    /// header) names does not.
+    Interpreter,
 }
 
 impl Stage {
-    const ALL: [Stage; 15] = [
+    const ALL: [Stage; 17] = [
         Stage::Pid,
         Stage::Setsid,
         Stage::Fork,
@@ -60,6 +70,8 @@ impl Stage {
         Stage::CloseFds,
         Stage::Signals,
         Stage::Exec,
+        Stage::ExecPath,
+        Stage::Interpreter,
     ];
 
     fn from_u32(n: u32) -> Option<Stage> {
@@ -89,6 +101,8 @@ pub struct Outcome {
     pub pid: Option<Pid>,
     /// The first step that failed, and why.
     pub failure: Option<(Stage, Errno)>,
+    /// Which candidate of the command search an exec failure is about.
+    pub exec_path: Option<i32>,
     /// A record made no sense (it cannot happen; reported as a failure).
     pub garbled: bool,
 }
@@ -107,6 +121,7 @@ impl Outcome {
             }
             match decode(record) {
                 Some((Stage::Pid, pid)) => outcome.pid = Some(Pid::from_raw(pid)),
+                Some((Stage::ExecPath, index)) => outcome.exec_path = Some(index),
                 Some((stage, errno)) => {
                     outcome
                         .failure
@@ -139,9 +154,9 @@ fn read_record(
 }
 
 /// The user-facing failure for a step that failed in a forked process.
-pub fn describe(plan: &Plan, stage: Stage, errno: Errno) -> Failure {
+pub fn describe(plan: &Plan, outcome: &Outcome, stage: Stage, errno: Errno) -> Failure {
     let context = match stage {
-        Stage::Pid => "internal error: PID record treated as a failure".to_owned(),
+        Stage::Pid | Stage::ExecPath => "internal error: a note treated as a failure".to_owned(),
         Stage::Setsid => "cannot create a new session (setsid)".to_owned(),
         Stage::Fork => "cannot fork the daemon".to_owned(),
         Stage::SetGroups | Stage::SetGid | Stage::SetUid | Stage::Regain => {
@@ -170,6 +185,15 @@ pub fn describe(plan: &Plan, stage: Stage, errno: Errno) -> Failure {
                 _ => plan.outputs.stderr.as_ref(),
             };
             match file {
+                Some(file) if errno == Errno::ENXIO => {
+                    return Failure::new(
+                        EXIT_FAILURE,
+                        anyhow!(
+                            "cannot open log file '{}': it is a FIFO that no process is reading",
+                            file.path.display()
+                        ),
+                    );
+                }
                 Some(file) => format!(
                     "cannot open log file '{}'{}",
                     file.path.display(),
@@ -184,7 +208,14 @@ pub fn describe(plan: &Plan, stage: Stage, errno: Errno) -> Failure {
         Stage::ReadyFd => "cannot install the readiness descriptor (--ready-fd)".to_owned(),
         Stage::CloseFds => "cannot close inherited descriptors".to_owned(),
         Stage::Signals => "cannot reset signal dispositions".to_owned(),
-        Stage::Exec => format!("cannot execute '{}'", plan.command()),
+        Stage::Exec => match outcome.exec_path.and_then(|i| exec_candidate(plan, i)) {
+            Some(path) => format!("cannot execute '{}'", path.display()),
+            None => format!("cannot execute '{}'", plan.command()),
+        },
+        Stage::Interpreter => {
+            let path = outcome.exec_path.and_then(|i| exec_candidate(plan, i));
+            return Failure::new(EXIT_CANNOT_EXEC, missing_interpreter(plan, path));
+        }
     };
     let code = match (stage, errno) {
         (Stage::Exec, Errno::ENOENT) => EXIT_NOT_FOUND,
@@ -192,6 +223,63 @@ pub fn describe(plan: &Plan, stage: Stage, errno: Errno) -> Failure {
         _ => EXIT_FAILURE,
     };
     Failure::new(code, anyhow::Error::new(errno).context(context))
+}
+
+/// The file that candidate `index` of the command search named: COMMAND
+/// itself (-1), or COMMAND in that `PATH` element; relative to `--chdir`.
+fn exec_candidate(plan: &Plan, index: i32) -> Option<PathBuf> {
+    let command = Path::new(OsStr::from_bytes(plan.argv[0].as_bytes()));
+    let file = match usize::try_from(index) {
+        Err(_) => command.to_owned(),
+        Ok(i) => {
+            let dir = plan.search_path.as_bytes().split(|&b| b == b':').nth(i)?;
+            let dir = if dir.is_empty() { b"." as &[u8] } else { dir };
+            Path::new(OsStr::from_bytes(dir)).join(command)
+        }
+    };
+    // `./run.sh` after `-c /srv` reads `/srv/run.sh`, not `/srv/./run.sh`.
+    Some(plan.chdir.join(file).components().collect())
+}
+
+/// "cannot execute 'x': its interpreter '/bin/bash\r' does not exist", read
+/// from the script's `#!` line, with the usual cause of a trailing CR named.
+fn missing_interpreter(plan: &Plan, path: Option<PathBuf>) -> anyhow::Error {
+    let shown = path
+        .as_ref()
+        .map_or_else(|| plan.command().into_owned(), |p| p.display().to_string());
+    let interpreter = path.as_deref().and_then(shebang);
+    match interpreter {
+        Some(name) => {
+            let crlf = name.ends_with('\r');
+            let name: String = name.chars().flat_map(char::escape_default).collect();
+            let hint = match crlf {
+                true => " (its #! line ends in a carriage return: the script has DOS line endings)",
+                false => "",
+            };
+            anyhow!("cannot execute '{shown}': its interpreter '{name}' does not exist{hint}")
+        }
+        None => anyhow!(
+            "cannot execute '{shown}': its interpreter (the #! line, or the ELF loader) does not exist"
+        ),
+    }
+}
+
+/// The interpreter named by a file's `#!` line, if it has one.
+fn shebang(path: &Path) -> Option<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    let mut head = [0u8; 256];
+    let n = file.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next()?;
+    let line = String::from_utf8_lossy(line);
+    let name = line.trim_start_matches([' ', '\t']);
+    let end = name.find([' ', '\t']).unwrap_or(name.len());
+    Some(name[..end].to_owned())
 }
 
 #[cfg(test)]
