@@ -49,15 +49,42 @@ pub fn render(error: &anyhow::Error) -> String {
             line.push_str(": ");
         }
         if let Some(errno) = cause.downcast_ref::<nix::errno::Errno>() {
-            line.push_str(errno.desc());
+            line.push_str(&errno_text(*errno as i32));
         } else if let Some(raw) = cause
             .downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::raw_os_error)
         {
-            line.push_str(nix::errno::Errno::from_raw(raw).desc());
+            line.push_str(&errno_text(raw));
         } else {
             let _ = write!(line, "{cause}");
         }
     }
     line
+}
+
+/// The C library's own words for an errno (`strerror`), which users know
+/// from every other tool: "Resource temporarily unavailable", not nix's
+/// "Try again"; "Bad file descriptor", not "Bad file number".
+pub fn errno_text(errno: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    match text.rfind(" (os error ") {
+        Some(end) => text[..end].to_owned(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_reasons_are_the_c_library_s() {
+        assert_eq!(
+            errno_text(nix::libc::EAGAIN),
+            "Resource temporarily unavailable"
+        );
+        assert_eq!(errno_text(nix::libc::EBADF), "Bad file descriptor");
+        let chain = anyhow::Error::new(nix::errno::Errno::ENOEXEC).context("cannot execute 'x'");
+        assert_eq!(render(&chain), "cannot execute 'x': Exec format error");
+    }
 }
