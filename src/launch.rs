@@ -3,17 +3,25 @@
 //! the daemon has exec'd, or once it knows which step failed and why.
 
 use anyhow::anyhow;
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
 use crate::detach;
 use crate::error::Failure;
 use crate::plan::Plan;
+use crate::process;
 use crate::report;
 
 pub fn start(plan: &mut Plan) -> Result<(), Failure> {
     let started = spawn_and_confirm(plan);
     if started.is_err() {
+        // SPEC.md "A start that does not stay up": nothing is left behind,
+        // not even what called setsid; only then may the pidfile go.
+        let killed = process::kill_leftovers();
+        if killed > 0 {
+            tracing::info!(killed, "stopped what the failed start left running");
+        }
         for lock in &plan.locks {
             lock.discard();
         }
@@ -23,17 +31,25 @@ pub fn start(plan: &mut Plan) -> Result<(), Failure> {
 
 fn spawn_and_confirm(plan: &mut Plan) -> Result<(), Failure> {
     // As a subreaper, the original process inherits the daemon when the
-    // intermediate child exits, so a daemon that fails before exec is reaped
-    // here instead of lingering as a zombie until init gets round to it.
+    // intermediate child exits, and whatever the daemon leaves when it
+    // forks and exits, so a start can follow it, or stop all of it.
     if let Err(errno) = nix::sys::prctl::set_child_subreaper(true) {
         tracing::debug!(%errno, "cannot become a child subreaper");
     }
+    // An interrupt between the daemon's start and the pidfile's write
+    // would leave a locked, empty pidfile ("starting") for good. They stay
+    // blocked until daemonize exits (pending ones die with it); the
+    // readiness wait reads them from a signalfd instead.
+    if plan.ready.is_none() {
+        block_interrupts();
+    }
+    plan.outputs.mark_start();
     let spawned = detach::spawn(plan)?;
     tracing::debug!(
         pid = spawned.intermediate.as_raw(),
         "intermediate child done"
     );
-    reap(spawned.intermediate);
+    process::reap(spawned.intermediate);
     let outcome = spawned.outcome?;
     if outcome.garbled {
         return Err(anyhow!("garbled report from the forked children").into());
@@ -41,10 +57,10 @@ fn spawn_and_confirm(plan: &mut Plan) -> Result<(), Failure> {
 
     if let Some((stage, errno)) = outcome.failure {
         if let Some(pid) = outcome.pid {
-            reap(pid);
+            process::reap(pid);
         }
         tracing::debug!(?stage, %errno, "start failed");
-        return Err(report::describe(plan, stage, errno));
+        return Err(report::describe(plan, &outcome, stage, errno));
     }
     let pid = outcome
         .pid
@@ -59,58 +75,77 @@ fn spawn_and_confirm(plan: &mut Plan) -> Result<(), Failure> {
     if let Some(ready) = plan.ready.take() {
         // On failure the daemon has been stopped and reaped already.
         ready.wait(pid, plan)?;
-    } else if let Some(ended) = already_ended(pid)? {
-        // It ran and is done (`daemonize -- true`): a success, but no pidfile
-        // may name it.
-        tracing::info!(pid = pid.as_raw(), status = ?ended, "the daemon has already exited");
-        for lock in &plan.locks {
-            lock.discard();
-        }
-        return Ok(());
+        return write_pid(plan, pid);
     }
+    let Some(pid) = settle(pid, plan)? else {
+        return done(plan);
+    };
+    write_pid(plan, pid)?;
+    // One more look, now that the pidfile names it: a command that failed
+    // at once has had a little longer to show it.
+    match settle(pid, plan)? {
+        Some(same) if same == pid => Ok(()),
+        Some(other) => write_pid(plan, other),
+        None => done(plan),
+    }
+}
+
+fn write_pid(plan: &Plan, pid: Pid) -> Result<(), Failure> {
     if let Some(pidfile) = plan.pidfile() {
         tracing::debug!(path = %pidfile.path.display(), pid = pid.as_raw(), "writing pidfile");
-    }
-    if let Some(pidfile) = plan.pidfile()
-        && let Err(e) = pidfile.write_pid(pid)
-    {
-        // A daemon nobody can find is worse than none: take it back.
-        abort(pid);
-        return Err(e.into());
+        // A daemon nobody can find is worse than none: `start` takes it
+        // back on this error.
+        pidfile.write_pid(pid)?;
     }
     Ok(())
 }
 
-/// Whether the daemon has already exited by itself (leaving it unreaped).
-/// A daemon killed by a signal before or as it exec'd looks like a success
-/// on the report pipe (nothing failed, the pipe closed): that is a failed
-/// start, reported as such.
-fn already_ended(pid: Pid) -> Result<Option<WaitStatus>, Failure> {
+/// COMMAND ran and is done, leaving nothing (`daemonize -- true`): a
+/// success, but no pidfile may name it.
+fn done(plan: &Plan) -> Result<(), Failure> {
+    tracing::info!("the command has already exited, leaving no process behind");
+    for lock in &plan.locks {
+        lock.discard();
+    }
+    Ok(())
+}
+
+/// Looks, without waiting, at whether the daemon `pid` has already ended.
+/// Still running: `Some(pid)`. Exited 0: it went into the background (or
+/// was done); the process it left becomes the daemon (`Some`), if any
+/// (SPEC.md "A start that does not stay up"). Any other end is a failed
+/// start, reported with its status and what it wrote to its log.
+fn settle(pid: Pid, plan: &Plan) -> Result<Option<Pid>, Failure> {
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
     match waitid(Id::Pid(pid), flags) {
-        Ok(WaitStatus::Signaled(_, signal, _)) => {
-            crate::ready::end_group(pid);
-            reap(pid);
-            Err(
-                anyhow!("the daemon (pid {pid}) was killed by signal {signal} as it started")
-                    .into(),
-            )
+        Ok(WaitStatus::Exited(_, 0)) => {
+            process::reap(pid);
+            let followed = process::follow_fork();
+            if let Some(daemon) = followed {
+                tracing::info!(
+                    exited = pid.as_raw(),
+                    daemon = daemon.as_raw(),
+                    "the command went into the background: following it, the pidfile names pid {daemon}"
+                );
+            }
+            Ok(followed)
         }
-        Ok(status @ WaitStatus::Exited(..)) => Ok(Some(status)),
-        _ => Ok(None),
+        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+            let why = process::reap(pid).map_or_else(|| "exited".to_owned(), process::ended);
+            let tail = plan.outputs.tail(plan.creds.as_ref());
+            Err(anyhow!("the daemon (pid {pid}) {why} as it started{tail}").into())
+        }
+        _ => Ok(Some(pid)),
     }
 }
 
-/// Kills a daemon whose start failed after exec, and what it started in its
-/// process group. It is our child (we are its subreaper and have not reaped
-/// it), so its PID cannot have been reused.
-fn abort(pid: Pid) {
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-    crate::ready::end_group(pid);
-    reap(pid);
-}
-
-/// Waits for a child that is known to be exiting, retrying on EINTR.
-fn reap(pid: Pid) {
-    while let Err(nix::errno::Errno::EINTR) = waitpid(pid, None) {}
+/// Blocks SIGINT, SIGTERM and SIGHUP for the rest of daemonize's short life.
+fn block_interrupts() {
+    let mut mask = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        mask.add(signal);
+    }
+    if let Err(errno) = mask.thread_block() {
+        tracing::debug!(%errno, "cannot block signals");
+    }
 }

@@ -14,6 +14,8 @@
 //! - `ready`: `--wait-ready` and `--ready-fd`, and waiting for them;
 //! - `report`: the child-to-parent failure records and their messages;
 //! - `launch`: the original process's side of a start;
+//! - `process`: what a start left running (as subreaper): follow it, or
+//!   stop all of it;
 //! - `error`, `logging`: exit codes and diagnostics.
 
 #![deny(unsafe_code)]
@@ -27,6 +29,7 @@ pub mod logging;
 mod output;
 mod pidfile;
 mod plan;
+mod process;
 mod ready;
 mod report;
 mod sys;
@@ -38,6 +41,7 @@ pub use error::Failure;
 /// status (a failure is printed once, here).
 pub fn main() -> u8 {
     sys::disable_backtrace_capture();
+    sys::default_sigchld();
     // SPEC.md step 1, before anything can open a file.
     if let Err(e) = sys::occupy_stdio() {
         return Failure::from(e).report();

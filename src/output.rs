@@ -27,6 +27,10 @@ pub struct OutputFile {
     pub c_path: CString,
     /// Flags for `open(2)`; the mode is [`OutputFile::MODE`].
     pub flags: OFlag,
+    /// The file's size when this start began ([`Outputs::mark_start`]):
+    /// what lies before it was written by earlier runs, and a failure
+    /// message must not quote it as this start's.
+    start: u64,
 }
 
 impl OutputFile {
@@ -50,6 +54,7 @@ impl OutputFile {
             path,
             c_path,
             flags,
+            start: 0,
         })
     }
 }
@@ -79,6 +84,17 @@ impl Outputs {
         Ok(Outputs { stdout, stderr })
     }
 
+    /// Notes each file's current size, just before the daemon is started:
+    /// [`Outputs::tail`] shows only what was appended after it.
+    pub fn mark_start(&mut self) {
+        for file in self.stdout.iter_mut().chain(self.stderr.iter_mut()) {
+            file.start = match file.flags.contains(OFlag::O_TRUNC) {
+                true => 0,
+                false => std::fs::metadata(&file.path).map_or(0, |m| m.len()),
+            };
+        }
+    }
+
     /// The last lines of each log file, formatted to follow an error
     /// message (empty when there are none). Opened with `O_NOFOLLOW`, and
     /// when the daemon ran as another user only if that user owns the file:
@@ -87,7 +103,7 @@ impl Outputs {
         let owner = creds.filter(|c| c.change).map(|c| c.uid.as_raw());
         let mut text = String::new();
         for file in self.stdout.iter().chain(self.stderr.iter()) {
-            let Some(lines) = last_lines(&file.path, owner, TAIL_LINES) else {
+            let Some(lines) = last_lines(&file.path, file.start, owner, TAIL_LINES) else {
                 continue;
             };
             if lines.is_empty() {
@@ -114,7 +130,9 @@ impl Outputs {
 /// How many lines of a log a failed start shows.
 const TAIL_LINES: usize = 5;
 
-fn last_lines(path: &Path, owner: Option<u32>, count: usize) -> Option<Vec<String>> {
+/// The last `count` lines written at or after offset `start` (all of the
+/// file's last 4 KiB if it is now shorter than that: it was replaced).
+fn last_lines(path: &Path, start: u64, owner: Option<u32>, count: usize) -> Option<Vec<String>> {
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
@@ -124,7 +142,11 @@ fn last_lines(path: &Path, owner: Option<u32>, count: usize) -> Option<Vec<Strin
     if !meta.is_file() || owner.is_some_and(|uid| meta.uid() != uid) {
         return None;
     }
-    let start = meta.len().saturating_sub(4096);
+    let recent = meta.len().saturating_sub(4096);
+    let start = match meta.len() >= start {
+        true => start.max(recent),
+        false => recent,
+    };
     file.seek(SeekFrom::Start(start)).ok()?;
     let mut buf = Vec::new();
     file.read_to_end(&mut buf).ok()?;

@@ -161,3 +161,13 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: nix::sys::signal::Signal) -> n
     };
     if rc == 0 { Ok(()) } else { Err(Errno::last()) }
 }
+
+/// Puts SIGCHLD back to its default disposition (SPEC.md step 2). A caller
+/// that ignores SIGCHLD would otherwise have the kernel reap our children
+/// for us, and no exit status could be collected.
+pub fn default_sigchld() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_DFL installs no handler, so no code of ours can run
+    // asynchronously; this is called first thing in `main`, single-threaded.
+    let _ = unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) };
+}
