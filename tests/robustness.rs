@@ -18,8 +18,9 @@ use common::{
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// glibc's execvp runs a script without `#!` through /bin/sh with a copy of
-/// argv on the child's stack: thousands of arguments must fit.
+/// A script without `#!` runs through /bin/sh with all of its arguments
+/// (the daemon's own command search, with a scratch argument list set
+/// aside before the fork): thousands of arguments must fit.
 #[test]
 fn a_script_without_shebang_and_thousands_of_arguments_starts() {
     init();
@@ -55,23 +56,49 @@ fn a_script_without_shebang_and_thousands_of_arguments_starts() {
     drop(Daemon::new(daemon));
 }
 
-/// A daemon blocked before exec (opening a FIFO log nobody reads) and the
-/// chain of processes above it: (daemonize, intermediate, daemon).
-fn start_blocked_on_a_fifo(dir: &Path) -> (Child, i32, i32, DaemonSpec, std::path::PathBuf) {
-    let fifo = dir.join("log.fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+/// A start under strace, held with its daemon stopped before exec.
+struct Held {
+    strace: Child,
+    /// strace's log, which records how each traced process ended.
+    log: std::path::PathBuf,
+    original: i32,
+    intermediate: i32,
+    daemon: i32,
+    spec: DaemonSpec,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // strace waits for every tracee; the daemon is owned elsewhere.
+        let _ = self.strace.kill();
+        let _ = self.strace.wait();
+    }
+}
+
+/// A daemon held before exec, and the chain of processes above it. strace
+/// stops the daemon with SIGSTOP as it returns from its `chdir` (the only
+/// one to DIR), so it stays in daemonize's shared memory, before exec,
+/// until the test sends SIGCONT.
+fn start_stopped_before_exec(dir: &Path) -> Held {
     let spec = DaemonSpec::new(dir);
-    let child = Command::new(common::bin())
-        .arg("-o")
-        .arg(&fifo)
+    let log = dir.join("strace.log");
+    let strace = Command::new("strace")
+        .args(["-f", "-q", "-e", "signal=none", "-o"])
+        .arg(&log)
+        .arg("-P")
+        .arg(dir)
+        .args(["-e", "trace=chdir", "-e", "inject=chdir:signal=SIGSTOP"])
+        .arg("--")
+        .arg(common::bin())
+        .arg("-c")
+        .arg(dir)
         .arg("--")
         .args(spec.argv())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(File::create(dir.join("stderr")).unwrap())
         .spawn()
         .unwrap();
-    let original = child.id() as i32;
     let child_of = |parent: i32| {
         wait_for(TIMEOUT, "a forked child", || {
             procfs::pids()
@@ -79,9 +106,34 @@ fn start_blocked_on_a_fifo(dir: &Path) -> (Child, i32, i32, DaemonSpec, std::pat
                 .find(|&pid| procfs::stat(pid).is_ok_and(|s| s.ppid == parent))
         })
     };
+    let original = child_of(strace.id() as i32);
     let intermediate = child_of(original);
     let daemon = child_of(intermediate);
-    (child, intermediate, daemon, spec, fifo)
+    wait_until(TIMEOUT, "the daemon to stop before exec", || {
+        procfs::stat(daemon).is_ok_and(|s| matches!(s.state, 't' | 'T'))
+    });
+    Held {
+        strace,
+        log,
+        original,
+        intermediate,
+        daemon,
+        spec,
+    }
+}
+
+/// Sends SIGCONT to the stopped daemon until daemonize has exited, and
+/// returns its exit code as strace saw it. Again and again: a SIGCONT
+/// that arrives while strace is still turning the injected SIGSTOP into a
+/// stop comes too early to end it.
+fn continue_until_done(held: &Held) -> i32 {
+    let exited = format!("{} +++ exited with ", held.original);
+    wait_for(TIMEOUT, "daemonize to finish", || {
+        let _ = kill(Pid::from_raw(held.daemon), Signal::SIGCONT);
+        let log = fs::read_to_string(&held.log).ok()?;
+        let rest = &log[log.find(&exited)? + exited.len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    })
 }
 
 /// If the intermediate child is killed while the daemon is still setting
@@ -91,14 +143,13 @@ fn start_blocked_on_a_fifo(dir: &Path) -> (Child, i32, i32, DaemonSpec, std::pat
 fn killing_the_intermediate_child_mid_start_does_not_break_the_daemon() {
     init();
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, intermediate, _, spec, fifo) = start_blocked_on_a_fifo(dir.path());
-    kill(Pid::from_raw(intermediate), Signal::SIGKILL).unwrap();
-    // Let the daemon open its log and go on.
-    let _reader = File::open(&fifo).unwrap();
-    let status = wait_for(TIMEOUT, "daemonize to finish", || child.try_wait().unwrap());
-    let daemon = spec.start();
+    let held = start_stopped_before_exec(dir.path());
+    kill(Pid::from_raw(held.intermediate), Signal::SIGKILL).unwrap();
+    // Let the daemon go on to exec.
+    let code = continue_until_done(&held);
+    let daemon = held.spec.start();
     assert!(daemon.is_alive());
-    assert_eq!(status.code(), Some(0), "daemonize did not report the start");
+    assert_eq!(code, 0, "daemonize did not report the start");
 }
 
 /// A daemon killed before it could exec has not started, whatever the
@@ -107,14 +158,13 @@ fn killing_the_intermediate_child_mid_start_does_not_break_the_daemon() {
 fn a_daemon_killed_before_exec_is_a_failed_start() {
     init();
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, _, daemon, spec, _fifo) = start_blocked_on_a_fifo(dir.path());
-    kill(Pid::from_raw(daemon), Signal::SIGTERM).unwrap();
-    let status = wait_for(TIMEOUT, "daemonize to finish", || child.try_wait().unwrap());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(125), "{stderr}");
+    let held = start_stopped_before_exec(dir.path());
+    kill(Pid::from_raw(held.daemon), Signal::SIGTERM).unwrap();
+    let code = continue_until_done(&held);
+    assert_eq!(code, 125);
+    let stderr = fs::read_to_string(dir.path().join("stderr")).unwrap();
     assert!(stderr.contains("SIGTERM"), "{stderr}");
-    assert_no_leftover(&spec.marker);
+    assert_no_leftover(&held.spec.marker);
 }
 
 /// A daemon that leaves a child behind and exits before it is ready: the
