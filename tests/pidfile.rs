@@ -1121,7 +1121,7 @@ fn init_script_rejects_an_unknown_action() {
     init();
     let service = Service::new();
     let output = service.run("bogus");
-    output.assert_code(2);
+    output.assert_code(3);
     assert!(output.stderr.contains("Usage:"), "{output:?}");
     assert!(!service.pidfile.exists());
     assert_no_leftover(&service.marker);
