@@ -25,7 +25,10 @@ mod control;
 mod detach;
 mod error;
 mod launch;
+// The supervisor's decisions; its loop (issue 10) is not built yet.
 pub mod logging;
+#[cfg(test)]
+mod machine;
 mod output;
 mod pidfile;
 mod plan;
