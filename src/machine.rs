@@ -448,14 +448,6 @@ mod tests {
             .collect()
     }
 
-    /// Feeds `(offset from t0, event)` pairs and returns each step's effects.
-    fn run(machine: &mut Machine, t0: Instant, events: &[(Duration, Event)]) -> Vec<Vec<Effect>> {
-        events
-            .iter()
-            .map(|&(at, event)| machine.step(event, t0 + at))
-            .collect()
-    }
-
     #[test]
     fn the_backoff_doubles_from_the_delay_up_to_the_maximum() {
         let m = Machine::started(
