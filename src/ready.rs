@@ -256,6 +256,10 @@ impl Readiness {
 /// daemon is stopped before daemonize exits 125. SIGINT, SIGTERM and SIGHUP
 /// are blocked and read from a signalfd; dropping this unblocks them. The
 /// daemon does not inherit the mask: it empties its own before exec.
+///
+/// A signal the caller ignores (SIGHUP under `nohup`) is left out: Linux
+/// queues a blocked signal even when its disposition is `SIG_IGN`, and the
+/// signalfd would report it (issue 9, item 13).
 struct Interrupts {
     fd: SignalFd,
     mask: SigSet,
@@ -265,8 +269,13 @@ impl Interrupts {
     fn new() -> anyhow::Result<Interrupts> {
         let mut mask = SigSet::empty();
         for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-            mask.add(signal);
+            if sys::signal_is_ignored(signal).unwrap_or(false) {
+                tracing::debug!(%signal, "ignored by the caller, so it does not interrupt the wait");
+            } else {
+                mask.add(signal);
+            }
         }
+
         mask.thread_block().context("cannot block signals")?;
         let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .context("cannot create a signalfd")?;

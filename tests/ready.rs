@@ -20,6 +20,7 @@ mod common;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ use common::{
     Cmd, Daemon, Output, TIMEOUT, assert_no_leftover, daemonize, init, procfs, shell, test_pid,
     unique_marker, wait_for_optional, wait_until,
 };
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigHandler, Signal};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
@@ -192,6 +193,20 @@ impl Fixture {
             .map(|e| e.unwrap().path())
             .collect();
         assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+    }
+}
+
+/// `cmd` starts with `signal`'s disposition set to `handler` (as `nohup`
+/// sets SIGHUP's to ignore), whatever this test process inherited.
+fn with_disposition(cmd: &mut Cmd, signal: Signal, handler: SigHandler) {
+    // SAFETY: the closure runs in the forked child before exec; it makes one
+    // signal(2) call, which is async-signal-safe, and allocates nothing.
+    unsafe {
+        cmd.command_mut().pre_exec(move || {
+            nix::sys::signal::signal(signal, handler)
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
     }
 }
 
@@ -1209,6 +1224,8 @@ fn interrupting_daemonize_while_it_waits_stops_the_daemon() {
         let (daemon_pid, pidfile) = (fx.file("daemon.pid"), fx.file("app.pid"));
         let helper = fx.helper().pid(&daemon_pid);
         let mut cmd = fx.daemonize();
+        // Whatever this test inherited (a background job's ignored SIGINT).
+        with_disposition(&mut cmd, signal, SigHandler::SigDfl);
         cmd.arg("--wait-ready")
             .arg("-p")
             .arg(&pidfile)
@@ -1225,4 +1242,36 @@ fn interrupting_daemonize_while_it_waits_stops_the_daemon() {
         assert_gone(daemon);
         assert!(!pidfile.exists(), "the pidfile is left after {signal}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Signals the caller ignores// Signals the caller ignores (item 13)
+// ---------------------------------------------------------------------------
+
+/// Under `nohup`, SIGHUP is ignored: a hang-up must not abort the wait and
+/// kill a healthy daemon.
+#[test]
+fn a_signal_the_caller_ignores_does_not_interrupt_the_wait() {
+    init();
+    let fx = Fixture::new();
+    let (daemon_pid, gate, pidfile) = (fx.file("daemon.pid"), fx.file("gate"), fx.file("app.pid"));
+    let helper = fx.helper().pid(&daemon_pid).wait(&gate).send("READY=1");
+    let mut cmd = fx.daemonize();
+    with_disposition(&mut cmd, Signal::SIGHUP, SigHandler::SigIgn);
+    cmd.arg("--wait-ready")
+        .arg("-p")
+        .arg(&pidfile)
+        .arg("--")
+        .args(helper.argv());
+    let mut running = spawn(cmd);
+    let daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
+    nix::sys::signal::kill(Pid::from_raw(running.pid()), Signal::SIGHUP).unwrap();
+    running.assert_still_running("on a SIGHUP that its caller ignores");
+    fx.open(&gate);
+    running.finish().assert_started();
+    assert!(daemon.is_alive(), "the daemon died");
+    assert_eq!(
+        fs::read_to_string(&pidfile).unwrap(),
+        format!("{}\n", daemon.pid())
+    );
 }
