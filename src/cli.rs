@@ -197,7 +197,8 @@ pub struct Cli {
     #[arg(long, value_name = "FD", value_parser = parse_ready_fd)]
     pub ready_fd: Option<RawFd>,
 
-    /// Seconds to wait for readiness before stopping the daemon and failing [default: 60]
+    /// Seconds to wait for readiness before stopping the daemon and failing;
+    /// 0 waits for ever [default: 60]
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub ready_timeout: Option<Duration>,
 
@@ -247,6 +248,12 @@ impl Cli {
         self.umask.unwrap_or(0o022)
     }
 
+    /// Whether a readiness option is given.
+    pub fn waits_for_readiness(&self) -> bool {
+        self.wait_ready || self.ready_fd.is_some()
+    }
+
+    /// Zero means no deadline.
     pub fn ready_timeout(&self) -> Duration {
         self.ready_timeout.unwrap_or(Duration::from_secs(60))
     }
@@ -281,6 +288,13 @@ pub fn parse() -> Result<Cli, u8> {
     // conflicts with one that is present (here: --stop and COMMAND).
     if !cli.stop && (cli.signal.is_some() || cli.timeout.is_some()) {
         return Err(usage_error("--signal and --timeout go with --stop"));
+    }
+    // Checked by hand for the same reason, and because a timeout with
+    // nothing to wait for is a mistake in the calling script.
+    if cli.ready_timeout.is_some() && !cli.waits_for_readiness() {
+        return Err(usage_error(
+            "--ready-timeout goes with --wait-ready or --ready-fd",
+        ));
     }
     Ok(cli)
 }

@@ -36,6 +36,7 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 
 pub struct Readiness {
     channel: Channel,
+    /// Zero: no deadline (systemd's `TimeoutStartSec=0`).
     timeout: Duration,
     /// Blocked from before the fork, so no interrupt can slip in between
     /// the daemon's start and our wait.
@@ -172,11 +173,16 @@ impl Readiness {
         let interrupts = &self.interrupts;
         tracing::info!(pid = pid.as_raw(), timeout = ?self.timeout, "waiting for the daemon to be ready");
         let started = Instant::now();
-        let mut deadline = started + self.timeout;
+        // `--ready-timeout 0` waits for ever, as systemd's TimeoutStartSec=0.
+        let mut deadline = (!self.timeout.is_zero()).then(|| started + self.timeout);
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let timeout = PollTimeout::try_from(left.min(Duration::from_secs(3600)))
-                .unwrap_or(PollTimeout::MAX);
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let timeout = match left {
+                Some(left) => PollTimeout::try_from(left.min(Duration::from_secs(3600)))
+                    .unwrap_or(PollTimeout::MAX),
+                None => PollTimeout::NONE,
+            };
+
             let mut fds = [
                 PollFd::new(self.channel.fd(), PollFlags::POLLIN),
                 PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
@@ -206,10 +212,13 @@ impl Readiness {
                         tracing::info!(pid = pid.as_raw(), after = ?started.elapsed(), "daemon is ready");
                         return Ok(());
                     }
-                    Ok(Event::Extend(by)) => {
-                        deadline = deadline.max(Instant::now() + by);
-                        tracing::debug!(?by, "deadline extended");
-                    }
+                    Ok(Event::Extend(by)) => match &mut deadline {
+                        Some(deadline) => {
+                            *deadline = (*deadline).max(Instant::now() + by);
+                            tracing::debug!(?by, "deadline extended");
+                        }
+                        None => tracing::debug!(?by, "no deadline to extend"),
+                    },
                     Ok(Event::Nothing) => {}
                     Ok(Event::Closed) if exited_within(&pidfd, EXIT_AFTER_EOF) => {
                         return Err(died(pid, plan));
@@ -239,7 +248,7 @@ impl Readiness {
                 }
             } else if exited {
                 return Err(died(pid, plan));
-            } else if n == 0 && left.is_zero() {
+            } else if n == 0 && left.is_some_and(|left| left.is_zero()) {
                 let how = stop(&pidfd, pid);
                 return Err(anyhow!(
                     "the daemon (pid {pid}) was not ready after {:?}; {how}",

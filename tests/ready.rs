@@ -196,6 +196,15 @@ impl Fixture {
     }
 }
 
+/// The `NOTIFY_SOCKET` in a process's environment, if any.
+fn notify_socket_of(pid: i32) -> Option<PathBuf> {
+    procfs::environ(pid)
+        .expect("read /proc/PID/environ")
+        .iter()
+        .find_map(|v| v.as_encoded_bytes().strip_prefix(b"NOTIFY_SOCKET="))
+        .map(|v| PathBuf::from(OsStr::new(std::str::from_utf8(v).unwrap())))
+}
+
 /// `cmd` starts with `signal`'s disposition set to `handler` (as `nohup`
 /// sets SIGHUP's to ignore), whatever this test process inherited.
 fn with_disposition(cmd: &mut Cmd, signal: Signal, handler: SigHandler) {
@@ -284,6 +293,14 @@ impl Helper {
 
     fn exit(self, code: i32) -> Helper {
         self.action("exit", &[code.to_string().as_ref()])
+    }
+
+    /// READY=1 for `--wait-ready`, a newline on descriptor 3 for `--ready-fd=3`.
+    fn send_or_write(self, option: &str) -> Helper {
+        match option {
+            "--wait-ready" => self.send("READY=1"),
+            _ => self.write(3, "\n"),
+        }
     }
 
     fn argv(&self) -> &[OsString] {
@@ -1274,4 +1291,89 @@ fn a_signal_the_caller_ignores_does_not_interrupt_the_wait() {
         fs::read_to_string(&pidfile).unwrap(),
         format!("{}\n", daemon.pid())
     );
+}
+
+// ---------------------------------------------------------------------------
+// Readiness edge cases (item 22)
+// ---------------------------------------------------------------------------
+
+/// As systemd's `TimeoutStartSec=0`.
+#[test]
+fn ready_timeout_0_waits_without_a_deadline() {
+    init();
+    for option in ["--wait-ready", "--ready-fd=3"] {
+        let fx = Fixture::new();
+        let (daemon_pid, gate) = (fx.file("daemon.pid"), fx.file("gate"));
+        let helper = fx
+            .helper()
+            .pid(&daemon_pid)
+            .wait(&gate)
+            .send_or_write(option);
+        let mut cmd = fx.daemonize();
+        cmd.args([option, "--ready-timeout", "0", "--"])
+            .args(helper.argv());
+        let mut running = spawn(cmd);
+        let daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
+        running.assert_still_running(&format!("at once with {option} --ready-timeout 0"));
+        fx.open(&gate);
+        running.finish().assert_started();
+        assert!(daemon.is_alive());
+    }
+}
+
+#[test]
+fn ready_timeout_without_a_readiness_option_is_a_usage_error() {
+    init();
+    let fx = Fixture::new();
+    let daemon_pid = fx.file("daemon.pid");
+    let helper = fx.helper().pid(&daemon_pid);
+    let mut cmd = fx.daemonize();
+    cmd.args(["--ready-timeout", "5", "--"]).args(helper.argv());
+    let (output, _) = run(cmd);
+    output.assert_failed(
+        125,
+        &[
+            "--ready-timeout goes with --wait-ready or --ready-fd",
+            "try 'daemonize --help'",
+        ],
+    );
+    assert!(!daemon_pid.exists(), "the daemon command ran");
+    assert_no_leftover(&fx.marker);
+}
+
+/// An inherited `NOTIFY_SOCKET` belongs to whoever started daemonize (a
+/// systemd unit, say): the daemon would report to it. It is dropped, unless
+/// `--wait-ready` sets a new one or `-E` names one explicitly.
+#[test]
+fn an_inherited_notify_socket_is_not_passed_on_without_wait_ready() {
+    init();
+    let cases: [(&[&str], Option<&str>); 3] = [
+        (&[], None),
+        (&["--ready-fd", "3"], None),
+        (
+            &["-E", "NOTIFY_SOCKET=/run/explicit"],
+            Some("/run/explicit"),
+        ),
+    ];
+    for (options, expected) in cases {
+        let fx = Fixture::new();
+        let daemon_pid = fx.file("daemon.pid");
+        let helper = fx.helper().pid(&daemon_pid);
+        let helper = match options.contains(&"--ready-fd") {
+            true => helper.write(3, "\n"),
+            false => helper,
+        };
+        let mut cmd = fx.daemonize();
+        cmd.env("NOTIFY_SOCKET", "/run/systemd/notify")
+            .args(options)
+            .arg("--")
+            .args(helper.argv());
+        run(cmd).0.assert_started();
+        let daemon = Daemon::new(common::wait_for_pid_file(&daemon_pid, TIMEOUT));
+        assert_eq!(
+            notify_socket_of(daemon.pid()).as_deref(),
+            expected.map(Path::new),
+            "with {options:?}"
+        );
+    }
 }
