@@ -74,7 +74,7 @@ impl Plan {
         let ready = match ready_fd {
             Some(ready) => Some(ready),
             None if cli.wait_ready => {
-                let (ready, socket) = Readiness::notify(creds.as_ref(), cli.ready_timeout())?;
+                let (ready, socket) = Readiness::notify(cli.ready_timeout())?;
                 // Last, so that it wins over an inherited or `-E` value.
                 overrides.push(("NOTIFY_SOCKET".into(), socket.into_os_string()));
                 Some(ready)
