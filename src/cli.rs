@@ -112,18 +112,25 @@ sections![
         "READINESS",
         "Readiness",
         "  \
-  --wait-ready (sd_notify): the daemon gets NOTIFY_SOCKET, a private socket
-  in a fresh 0700 directory, and sends READY=1 when it is ready. STATUS=
-  lines are shown with -v, EXTEND_TIMEOUT_USEC= extends the deadline, ERRNO=
-  means a failed start.
+  --wait-ready (sd_notify): the daemon gets NOTIFY_SOCKET and sends READY=1
+  when it is ready. The socket is in a fresh 0711 directory, removed before
+  daemonize returns, made where only the caller can create entries: /run
+  for root, else $XDG_RUNTIME_DIR, else $TMPDIR/daemonize-UID (or
+  /tmp/daemonize-UID; made 0711 and kept). So nobody else can put a socket
+  at that path later. Any user may send to it, so a server that drops root
+  by itself can still notify, but only messages from the daemon and its
+  descendants count. STATUS= lines are shown with -v, EXTEND_TIMEOUT_USEC=
+  extends the deadline, ERRNO= means a failed start. A NOTIFY_SOCKET that
+  daemonize inherits is not passed on.
   --ready-fd FD (s6): the daemon writes a newline to descriptor FD.
 
   If the daemon exits before it is ready, daemonize reports its status or
   signal at once, with the last lines of its log files, and exits 125. If it
-  is not ready after --ready-timeout seconds (default 60), it gets SIGTERM,
-  then SIGKILL after 3 seconds, and daemonize exits 125. SIGINT, SIGTERM
-  or SIGHUP sent to daemonize while it waits stop the daemon the same way.
-  The pidfile names the daemon only once it is ready."
+  is not ready after --ready-timeout seconds (default 60; 0 waits for ever),
+  it gets SIGTERM, then SIGKILL after 3 seconds, and daemonize exits 125.
+  SIGINT, SIGTERM or SIGHUP sent to daemonize while it waits stop the
+  daemon the same way, unless the caller ignores them (as nohup does
+  SIGHUP). The pidfile names the daemon only once it is ready."
     ),
 ];
 
