@@ -76,7 +76,7 @@ impl Plan {
             None if cli.wait_ready => {
                 let (ready, socket) = Readiness::notify(cli.ready_timeout())?;
                 // Last, so that it wins over an inherited or `-E` value.
-                overrides.push(("NOTIFY_SOCKET".into(), socket.into_os_string()));
+                overrides.push((NOTIFY_SOCKET.into(), socket.into_os_string()));
                 Some(ready)
             }
             None => None,
