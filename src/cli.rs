@@ -112,18 +112,25 @@ sections![
         "READINESS",
         "Readiness",
         "  \
-  --wait-ready (sd_notify): the daemon gets NOTIFY_SOCKET, a private socket
-  in a fresh 0700 directory, and sends READY=1 when it is ready. STATUS=
-  lines are shown with -v, EXTEND_TIMEOUT_USEC= extends the deadline, ERRNO=
-  means a failed start.
+  --wait-ready (sd_notify): the daemon gets NOTIFY_SOCKET and sends READY=1
+  when it is ready. The socket is in a fresh 0711 directory, removed before
+  daemonize returns, made where only the caller can create entries: /run
+  for root, else $XDG_RUNTIME_DIR, else $TMPDIR/daemonize-UID (or
+  /tmp/daemonize-UID; made 0711 and kept). So nobody else can put a socket
+  at that path later. Any user may send to it, so a server that drops root
+  by itself can still notify, but only messages from the daemon and its
+  descendants count. STATUS= lines are shown with -v, EXTEND_TIMEOUT_USEC=
+  extends the deadline, ERRNO= means a failed start. A NOTIFY_SOCKET that
+  daemonize inherits is not passed on.
   --ready-fd FD (s6): the daemon writes a newline to descriptor FD.
 
   If the daemon exits before it is ready, daemonize reports its status or
   signal at once, with the last lines of its log files, and exits 125. If it
-  is not ready after --ready-timeout seconds (default 60), it gets SIGTERM,
-  then SIGKILL after 3 seconds, and daemonize exits 125. SIGINT, SIGTERM
-  or SIGHUP sent to daemonize while it waits stop the daemon the same way.
-  The pidfile names the daemon only once it is ready."
+  is not ready after --ready-timeout seconds (default 60; 0 waits for ever),
+  it gets SIGTERM, then SIGKILL after 3 seconds, and daemonize exits 125.
+  SIGINT, SIGTERM or SIGHUP sent to daemonize while it waits stop the
+  daemon the same way, unless the caller ignores them (as nohup does
+  SIGHUP). The pidfile names the daemon only once it is ready."
     ),
 ];
 
@@ -197,7 +204,8 @@ pub struct Cli {
     #[arg(long, value_name = "FD", value_parser = parse_ready_fd)]
     pub ready_fd: Option<RawFd>,
 
-    /// Seconds to wait for readiness before stopping the daemon and failing [default: 60]
+    /// Seconds to wait for readiness before stopping the daemon and failing;
+    /// 0 waits for ever [default: 60]
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub ready_timeout: Option<Duration>,
 
@@ -247,6 +255,12 @@ impl Cli {
         self.umask.unwrap_or(0o022)
     }
 
+    /// Whether a readiness option is given.
+    pub fn waits_for_readiness(&self) -> bool {
+        self.wait_ready || self.ready_fd.is_some()
+    }
+
+    /// Zero means no deadline.
     pub fn ready_timeout(&self) -> Duration {
         self.ready_timeout.unwrap_or(Duration::from_secs(60))
     }
@@ -281,6 +295,13 @@ pub fn parse() -> Result<Cli, u8> {
     // conflicts with one that is present (here: --stop and COMMAND).
     if !cli.stop && (cli.signal.is_some() || cli.timeout.is_some()) {
         return Err(usage_error("--signal and --timeout go with --stop"));
+    }
+    // Checked by hand for the same reason, and because a timeout with
+    // nothing to wait for is a mistake in the calling script.
+    if cli.ready_timeout.is_some() && !cli.waits_for_readiness() {
+        return Err(usage_error(
+            "--ready-timeout goes with --wait-ready or --ready-fd",
+        ));
     }
     Ok(cli)
 }

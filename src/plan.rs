@@ -77,9 +77,9 @@ impl Plan {
         let ready = match ready_fd {
             Some(ready) => Some(ready),
             None if cli.wait_ready => {
-                let (ready, socket) = Readiness::notify(creds.as_ref(), cli.ready_timeout())?;
+                let (ready, socket) = Readiness::notify(cli.ready_timeout())?;
                 // Last, so that it wins over an inherited or `-E` value.
-                overrides.push(("NOTIFY_SOCKET".into(), socket.into_os_string()));
+                overrides.push((NOTIFY_SOCKET.into(), socket.into_os_string()));
                 Some(ready)
             }
             None => None,
@@ -93,7 +93,9 @@ impl Plan {
             .unwrap_or_else(|| DEFAULT_PATH.into());
         let search_path = cstring(&search_path, "PATH")?;
         let overrides_count = overrides.len();
-        let envp = match overrides.is_empty() {
+        // An inherited NOTIFY_SOCKET is not passed on (issue 9, item 22),
+        // which takes a copy of the environment only when there is one.
+        let envp = match overrides.is_empty() && std::env::var_os(NOTIFY_SOCKET).is_none() {
             true => None,
             false => Some(environment(std::env::vars_os(), &overrides)?),
         };
@@ -176,14 +178,23 @@ fn cstring(s: &OsStr, what: &str) -> anyhow::Result<CString> {
         .with_context(|| format!("{what} '{}' contains a NUL byte", s.to_string_lossy()))
 }
 
+/// The sd_notify variable. The caller's belongs to whoever started the
+/// caller (systemd, another daemonize) and must not reach the daemon, which
+/// would then report to them.
+const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+
 /// The inherited environment with each `-E NAME=VALUE` applied on top, in
 /// order: a later `-E` for the same name wins, an inherited variable keeps
-/// its place.
+/// its place. An inherited `NOTIFY_SOCKET` is left out unless it is
+/// overridden (by `--wait-ready`, or explicitly with `-E`).
 fn environment(
     inherited: impl Iterator<Item = (OsString, OsString)>,
     overrides: &[(OsString, OsString)],
 ) -> anyhow::Result<Vec<CString>> {
-    let mut vars: Vec<(OsString, OsString)> = inherited.collect();
+    let keep_notify = overrides.iter().any(|(name, _)| name == NOTIFY_SOCKET);
+    let mut vars: Vec<(OsString, OsString)> = inherited
+        .filter(|(name, _)| keep_notify || name != NOTIFY_SOCKET)
+        .collect();
     for (name, value) in overrides {
         match vars.iter_mut().find(|(n, _)| n == name) {
             Some(slot) => slot.1 = value.clone(),
@@ -230,5 +241,28 @@ mod tests {
         .unwrap();
         let env: Vec<_> = env.iter().map(|c| c.to_str().unwrap()).collect();
         assert_eq!(env, ["A=3", "B=x=y", "C="]);
+    }
+
+    #[test]
+    fn an_inherited_notify_socket_is_dropped_unless_overridden() {
+        let inherited = || {
+            vec![
+                (os("A"), os("1")),
+                (os("NOTIFY_SOCKET"), os("/run/systemd/notify")),
+                (os("B"), os("2")),
+            ]
+            .into_iter()
+        };
+        let strings = |env: Vec<CString>| -> Vec<String> {
+            env.into_iter().map(|c| c.into_string().unwrap()).collect()
+        };
+        let env = environment(inherited(), &[(os("B"), os("3"))]).unwrap();
+        assert_eq!(strings(env), ["A=1", "B=3"]);
+        let ours = [(os("NOTIFY_SOCKET"), os("/run/daemonize.x/notify"))];
+        let env = environment(inherited(), &ours).unwrap();
+        assert_eq!(
+            strings(env),
+            ["A=1", "NOTIFY_SOCKET=/run/daemonize.x/notify", "B=2"]
+        );
     }
 }

@@ -1,34 +1,50 @@
 //! Readiness: `--wait-ready` (the sd_notify protocol) and `--ready-fd` (the
 //! s6 notification-fd protocol).
 //!
-//! Both channels are prepared before fork: a datagram socket in a fresh
-//! `0700` directory whose path the daemon gets in `NOTIFY_SOCKET`, or a pipe
-//! whose write end the daemon gets as descriptor FD. After exec, the original
-//! process waits on three things at once: the channel, a pidfd for the
-//! daemon (which is its child: it is a subreaper, see `launch`), and a
-//! deadline. So a daemon that dies is noticed the moment it dies, and one
-//! that never gets ready is stopped, as systemd stops a service whose start
-//! timed out. Nothing here runs in a forked child.
+//! Both channels are prepared before fork: a datagram socket whose path the
+//! daemon gets in `NOTIFY_SOCKET`, or a pipe whose write end the daemon gets
+//! as descriptor FD. After exec, the original process waits on three things
+//! at once: the channel, a pidfd for the daemon (which is its child: it is a
+//! subreaper, see `launch`), and a deadline. So a daemon that dies is
+//! noticed the moment it dies, and one that never gets ready is stopped, as
+//! systemd stops a service whose start timed out. Nothing here runs in a
+//! forked child.
+//!
+//! The notification socket (issue 9, items 1 to 4): any uid may send to it,
+//! as to systemd's, because servers such as unbound and squid drop root by
+//! themselves before they send `READY=1`; only datagrams whose
+//! `SCM_CREDENTIALS` name the daemon or one of its descendants count. It
+//! lives in a `0711` directory of daemonize's own, made in a directory where
+//! only the caller can create entries (`/run` for root, `$XDG_RUNTIME_DIR`,
+//! or `<temp dir>/daemonize-<euid>`), so nobody else can put a socket at the
+//! path the daemon keeps in `NOTIFY_SOCKET` once daemonize has returned. No
+//! ownership or mode is ever changed, and everything is created and removed
+//! through directory descriptors, never through a path someone else could
+//! have replaced.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, IoSliceMut, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use nix::errno::Errno;
+use nix::fcntl::{OFlag, open, openat};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal, killpg};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{
+    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, UnixCredentials,
+    bind, recvmsg, setsockopt, socket, sockopt,
+};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, mkdirat, umask};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{Pid, getpgid, getpgrp};
+use nix::unistd::{Pid, Uid, UnlinkatFlags, geteuid, getpgid, getpgrp, getpid, unlinkat};
 
 use crate::error::Failure;
 use crate::plan::Plan;
 use crate::sys;
-use crate::user::Credentials;
 
 /// How long a daemon that is stopped after a failed start gets between
 /// SIGTERM and SIGKILL.
@@ -36,6 +52,7 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 
 pub struct Readiness {
     channel: Channel,
+    /// Zero: no deadline (systemd's `TimeoutStartSec=0`).
     timeout: Duration,
     /// Blocked from before the fork, so no interrupt can slip in between
     /// the daemon's start and our wait.
@@ -47,11 +64,20 @@ enum Channel {
     Fd(ReadyPipe),
 }
 
-/// The sd_notify socket and its private directory, removed on drop.
+/// The sd_notify socket and its directory, both removed on drop through
+/// descriptors.
 struct NotifySocket {
-    dir: PathBuf,
-    path: PathBuf,
-    socket: UnixDatagram,
+    /// Bound to `<base>/<name>/notify`, with `SO_PASSCRED` set.
+    socket: OwnedFd,
+    /// The directory the socket's directory was made in (`O_PATH`).
+    base: OwnedFd,
+    /// The socket's own directory, `daemonize.XXXXXX` (`O_PATH`).
+    dir: OwnedFd,
+    /// Its name in `base`.
+    name: String,
+    /// Room for the control data of one datagram: the sender's credentials
+    /// and as many descriptors as a datagram can carry.
+    cmsg: Vec<u8>,
 }
 
 struct ReadyPipe {
@@ -82,46 +108,16 @@ const EXIT_AFTER_EOF: Duration = Duration::from_millis(200);
 
 impl Readiness {
     /// `--wait-ready`: the socket, and `NOTIFY_SOCKET` for the daemon.
-    pub fn notify(
-        creds: Option<&Credentials>,
-        timeout: Duration,
-    ) -> anyhow::Result<(Readiness, PathBuf)> {
-        let template = std::env::temp_dir().join("daemonize-XXXXXX");
-        let dir = nix::unistd::mkdtemp(&template).with_context(|| {
-            format!(
-                "cannot create a notification directory like '{}'",
-                template.display()
-            )
-        })?;
-        let path = dir.join("notify");
-        let socket = NotifySocket {
-            socket: UnixDatagram::bind(&path).with_context(|| {
-                format!("cannot create notification socket '{}'", path.display())
-            })?,
-            dir,
-            path,
-        };
-        socket
-            .socket
-            .set_nonblocking(true)
-            .context("cannot configure the notification socket")?;
-        // The directory is 0700 (mkdtemp). A daemon that runs as another user
-        // gets the directory and the socket, so it can send and nobody else can.
-        if let Some(c) = creds.filter(|c| c.change) {
-            for p in [&socket.dir, &socket.path] {
-                nix::unistd::chown(p, Some(c.uid), Some(c.gid)).with_context(|| {
-                    format!("cannot hand '{}' to user '{}'", p.display(), c.shown)
-                })?;
-            }
-        }
-        let env_path = socket.path.clone();
+    pub fn notify(timeout: Duration) -> anyhow::Result<(Readiness, PathBuf)> {
+        let (socket, path) = NotifySocket::create()?;
+        tracing::debug!(path = %path.display(), "notification socket ready");
         Ok((
             Readiness {
                 channel: Channel::Notify(socket),
                 timeout,
                 interrupts: Interrupts::new()?,
             },
-            env_path,
+            path,
         ))
     }
 
@@ -172,11 +168,15 @@ impl Readiness {
         let interrupts = &self.interrupts;
         tracing::info!(pid = pid.as_raw(), timeout = ?self.timeout, "waiting for the daemon to be ready");
         let started = Instant::now();
-        let mut deadline = started + self.timeout;
+        // `--ready-timeout 0` waits for ever, as systemd's TimeoutStartSec=0.
+        let mut deadline = (!self.timeout.is_zero()).then(|| started + self.timeout);
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let timeout = PollTimeout::try_from(left.min(Duration::from_secs(3600)))
-                .unwrap_or(PollTimeout::MAX);
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let timeout = match left {
+                Some(left) => PollTimeout::try_from(left.min(Duration::from_secs(3600)))
+                    .unwrap_or(PollTimeout::MAX),
+                None => PollTimeout::NONE,
+            };
             let mut fds = [
                 PollFd::new(self.channel.fd(), PollFlags::POLLIN),
                 PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
@@ -201,15 +201,18 @@ impl Readiness {
                 .into());
             }
             if channel_ready {
-                match self.channel.receive() {
+                match self.channel.receive(pid) {
                     Ok(Event::Ready) => {
                         tracing::info!(pid = pid.as_raw(), after = ?started.elapsed(), "daemon is ready");
                         return Ok(());
                     }
-                    Ok(Event::Extend(by)) => {
-                        deadline = deadline.max(Instant::now() + by);
-                        tracing::debug!(?by, "deadline extended");
-                    }
+                    Ok(Event::Extend(by)) => match &mut deadline {
+                        Some(deadline) => {
+                            *deadline = (*deadline).max(Instant::now() + by);
+                            tracing::debug!(?by, "deadline extended");
+                        }
+                        None => tracing::debug!(?by, "no deadline to extend"),
+                    },
                     Ok(Event::Nothing) => {}
                     Ok(Event::Closed) if exited_within(&pidfd, EXIT_AFTER_EOF) => {
                         return Err(died(pid, plan));
@@ -239,7 +242,7 @@ impl Readiness {
                 }
             } else if exited {
                 return Err(died(pid, plan));
-            } else if n == 0 && left.is_zero() {
+            } else if n == 0 && left.is_some_and(|left| left.is_zero()) {
                 let how = stop(&pidfd, pid);
                 return Err(anyhow!(
                     "the daemon (pid {pid}) was not ready after {:?}; {how}",
@@ -256,6 +259,10 @@ impl Readiness {
 /// daemon is stopped before daemonize exits 125. SIGINT, SIGTERM and SIGHUP
 /// are blocked and read from a signalfd; dropping this unblocks them. The
 /// daemon does not inherit the mask: it empties its own before exec.
+///
+/// A signal the caller ignores (SIGHUP under `nohup`) is left out: Linux
+/// queues a blocked signal even when its disposition is `SIG_IGN`, and the
+/// signalfd would report it (issue 9, item 13).
 struct Interrupts {
     fd: SignalFd,
     mask: SigSet,
@@ -265,7 +272,11 @@ impl Interrupts {
     fn new() -> anyhow::Result<Interrupts> {
         let mut mask = SigSet::empty();
         for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-            mask.add(signal);
+            if sys::signal_is_ignored(signal).unwrap_or(false) {
+                tracing::debug!(%signal, "ignored by the caller, so it does not interrupt the wait");
+            } else {
+                mask.add(signal);
+            }
         }
         mask.thread_block().context("cannot block signals")?;
         let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
@@ -296,27 +307,100 @@ impl Channel {
         }
     }
 
-    fn receive(&mut self) -> anyhow::Result<Event> {
+    /// What arrived from the daemon `pid`.
+    fn receive(&mut self, pid: Pid) -> anyhow::Result<Event> {
         match self {
-            Channel::Notify(n) => n.receive(),
+            Channel::Notify(n) => n.receive(pid),
             Channel::Fd(p) => p.receive(),
         }
     }
 }
 
+/// The socket's name in its directory.
+const SOCKET_NAME: &str = "notify";
+
+/// How to open each directory on the way to the socket: a handle for `*at`
+/// calls that needs no read permission and never follows a symlink.
+const DIR_HANDLE: OFlag = OFlag::O_PATH
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// `0711`: others may pass through to reach the socket, not list or create.
+const DIR_MODE: Mode = Mode::from_bits_truncate(0o711);
+
+/// The most descriptors one datagram can carry (the kernel's `SCM_MAX_FD`).
+/// Room for all of them, so that control data is never cut short (which
+/// would hide the credentials) and every descriptor received is closed.
+const SCM_MAX_FD: usize = 253;
+
+/// How far up the process tree a sender is followed towards the daemon.
+const ANCESTRY_LIMIT: usize = 256;
+
 impl NotifySocket {
+    /// Makes the socket, and returns it with the path for `NOTIFY_SOCKET`.
+    fn create() -> anyhow::Result<(NotifySocket, PathBuf)> {
+        let socket = socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .context("cannot create the notification socket")?;
+        // Before bind, so that every datagram carries its sender's credentials.
+        setsockopt(&socket, sockopt::PassCred, &true)
+            .context("cannot ask for senders' credentials on the notification socket")?;
+        let me = geteuid();
+        // The directories come out exactly 0711 and the socket 0777, which
+        // any uid may send to, whatever the caller's umask. daemonize is
+        // single-threaded: nothing else creates files meanwhile.
+        let _umask = UmaskZero::set();
+        let (base, base_path) = notify_base(me)?;
+        let (dir, name) = make_socket_dir(&base, &base_path)?;
+        let path = base_path.join(&name).join(SOCKET_NAME);
+        // From here on, dropping it removes the directory.
+        let notify = NotifySocket {
+            socket,
+            base,
+            dir,
+            name,
+            cmsg: nix::cmsg_space!(UnixCredentials, [RawFd; SCM_MAX_FD]),
+        };
+        // By path, which is safe: no one but the caller can change any
+        // directory on it (`notify_base`), and the last one is brand new.
+        UnixAddr::new(&path)
+            .and_then(|addr| bind(notify.socket.as_raw_fd(), &addr))
+            .with_context(|| format!("cannot create notification socket '{}'", path.display()))?;
+        Ok((notify, path))
+    }
+
     /// Drains every queued datagram. Each holds newline-separated
-    /// `KEY=VALUE` lines (sd_notify(3)); READY=1 anywhere wins.
-    fn receive(&mut self) -> anyhow::Result<Event> {
+    /// `KEY=VALUE` lines (sd_notify(3)); READY=1 anywhere wins. Only the
+    /// daemon's own processes are listened to.
+    fn receive(&mut self, daemon: Pid) -> anyhow::Result<Event> {
         let mut event = Event::Nothing;
         let mut buf = [0u8; 4096];
         loop {
-            let len = match self.socket.recv(&mut buf) {
-                Ok(len) => len,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(event),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            let (len, sender) = match self.recv(&mut buf) {
+                Ok(got) => got,
+                Err(Errno::EAGAIN) => return Ok(event),
+                Err(Errno::EINTR) => continue,
                 Err(e) => return Err(anyhow!(e).context("cannot read the notification socket")),
             };
+            match sender {
+                Some(pid) if from_the_daemon(pid, daemon) => {}
+                Some(pid) => {
+                    tracing::debug!(
+                        pid = pid.as_raw(),
+                        "ignored a notification from a process that is neither the daemon nor one of its descendants"
+                    );
+                    continue;
+                }
+                None => {
+                    tracing::debug!("ignored a notification without its sender's credentials");
+                    continue;
+                }
+            }
             for line in String::from_utf8_lossy(&buf[..len]).lines() {
                 let (key, value) = line.split_once('=').unwrap_or((line, ""));
                 match key {
@@ -342,13 +426,296 @@ impl NotifySocket {
             }
         }
     }
+
+    /// One datagram into `buf`: its length, and the sender's PID from
+    /// `SCM_CREDENTIALS` (`None` without it, or when the sender is outside
+    /// our PID namespace). Descriptors sent with it (`FDSTORE=1`,
+    /// sd_notify_barrier's, or anyone's) are closed at once.
+    fn recv(&mut self, buf: &mut [u8]) -> nix::Result<(usize, Option<Pid>)> {
+        let mut iov = [IoSliceMut::new(buf)];
+        let fd = self.socket.as_raw_fd();
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+        let msg = recvmsg::<()>(fd, &mut iov, Some(&mut self.cmsg), flags)?;
+        let mut sender = None;
+        match msg.cmsgs() {
+            Ok(cmsgs) => {
+                for cmsg in cmsgs {
+                    match cmsg {
+                        ControlMessageOwned::ScmCredentials(creds) if creds.pid() > 0 => {
+                            sender = Some(Pid::from_raw(creds.pid()));
+                        }
+                        ControlMessageOwned::ScmRights(fds) => {
+                            for fd in fds {
+                                let _ = nix::unistd::close(fd);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(_) => tracing::debug!("a notification's control data was cut short"),
+        }
+        Ok((msg.bytes, sender))
+    }
 }
 
 impl Drop for NotifySocket {
+    /// Through the directory descriptors, never by path: the names are
+    /// looked up in directories that only the caller can change, so this
+    /// removes exactly what `create` made (issue 9, item 2).
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-        let _ = std::fs::remove_dir(&self.dir);
+        let _ = unlinkat(&self.dir, SOCKET_NAME, UnlinkatFlags::NoRemoveDir);
+        let _ = unlinkat(&self.base, self.name.as_str(), UnlinkatFlags::RemoveDir);
     }
+}
+
+/// The process umask, 0 until dropped.
+struct UmaskZero(Mode);
+
+impl UmaskZero {
+    fn set() -> UmaskZero {
+        UmaskZero(umask(Mode::empty()))
+    }
+}
+
+impl Drop for UmaskZero {
+    fn drop(&mut self) {
+        umask(self.0);
+    }
+}
+
+/// Where the socket's directory is made: a directory in which only the
+/// caller (`me`) can create entries, on a path that nobody else can change,
+/// so that once daemonize has removed the socket, nobody else can put one
+/// at the path the daemon keeps in `NOTIFY_SOCKET` (issue 9, item 3). For
+/// root that is `/run`; for anyone else, `$XDG_RUNTIME_DIR`; when that will
+/// not do, a directory of the caller's own in the temporary directory.
+/// Returns a handle on it and its canonical path.
+fn notify_base(me: Uid) -> anyhow::Result<(OwnedFd, PathBuf)> {
+    let preferred = match me.is_root() {
+        true => Some(PathBuf::from("/run")),
+        false => std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute()),
+    };
+    if let Some(path) = preferred {
+        let opened = open_checked(&path, me).and_then(|(fd, path, stat)| {
+            check_private(&path, &stat, me)?;
+            Ok((fd, path))
+        });
+        match opened {
+            Ok(found) => return Ok(found),
+            Err(e) => tracing::debug!(
+                path = %path.display(),
+                "not used for the notification socket: {}",
+                crate::error::render(&e)
+            ),
+        }
+    }
+    per_user_dir(me).context("found no safe place for the notification socket (--wait-ready)")
+}
+
+/// `<temp dir>/daemonize-<euid>`, the temporary directory being `$TMPDIR`
+/// when it is absolute (a relative one would not hold once the daemon is in
+/// `/`), else `/tmp`. Made `0711` if missing, and then left in place:
+/// removing it would let someone else make it. If it exists, it must be a
+/// directory of the caller's own that nobody else can write to.
+fn per_user_dir(me: Uid) -> anyhow::Result<(OwnedFd, PathBuf)> {
+    let tmp = std::env::var_os("TMPDIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let (tmp_fd, tmp, stat) = open_checked(&tmp, me)?;
+    check_ancestor(&tmp, &stat, me)?;
+    let name = format!("daemonize-{me}");
+    let path = tmp.join(&name);
+    match mkdirat(&tmp_fd, name.as_str(), DIR_MODE) {
+        Ok(()) => tracing::debug!(path = %path.display(), "created"),
+        Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot create '{}'", path.display())),
+    }
+    let fd = openat(&tmp_fd, name.as_str(), DIR_HANDLE, Mode::empty()).with_context(|| {
+        format!(
+            "cannot open '{}' (it must be a directory, not a symlink)",
+            path.display()
+        )
+    })?;
+    let stat = fstat(&fd).with_context(|| format!("cannot examine '{}'", path.display()))?;
+    if let Err(e) = check_private(&path, &stat, me) {
+        let xdg = if me.is_root() {
+            ""
+        } else {
+            " or XDG_RUNTIME_DIR"
+        };
+        bail!("{e}; remove it, or set TMPDIR{xdg} to a directory of your own");
+    }
+    Ok((fd, path))
+}
+
+/// Opens directory `path` (as [`DIR_HANDLE`]) by walking its canonical form
+/// down from `/` without following any symlink, and checks each directory
+/// above it with [`check_ancestor`]. Returns the handle, the canonical path
+/// and the status of the directory itself, which the caller checks.
+fn open_checked(path: &Path, me: Uid) -> anyhow::Result<(OwnedFd, PathBuf, FileStat)> {
+    let canonical = std::fs::canonicalize(path)
+        .with_context(|| format!("cannot resolve '{}'", path.display()))?;
+    let mut at = PathBuf::from("/");
+    let mut fd = open(&at, DIR_HANDLE, Mode::empty()).context("cannot open '/'")?;
+    let mut stat = fstat(&fd).context("cannot examine '/'")?;
+    for component in canonical.components().skip(1) {
+        check_ancestor(&at, &stat, me)?;
+        let name = component.as_os_str();
+        fd = openat(&fd, name, DIR_HANDLE, Mode::empty())
+            .with_context(|| format!("cannot open '{}'", at.join(name).display()))?;
+        at.push(name);
+        stat = fstat(&fd).with_context(|| format!("cannot examine '{}'", at.display()))?;
+    }
+    Ok((fd, canonical, stat))
+}
+
+/// A directory on the way to the socket: nobody but root and `me` may
+/// rename or replace what is in it. So it is theirs, and either not
+/// writable by group and others, or sticky (like `/tmp`: others cannot
+/// rename entries that are not theirs, and the next directory down is
+/// checked to be root's or `me`'s).
+fn check_ancestor(path: &Path, stat: &FileStat, me: Uid) -> anyhow::Result<()> {
+    check_directory(path, stat)?;
+    if stat.st_uid != 0 && stat.st_uid != me.as_raw() {
+        bail!(
+            "'{}' belongs to uid {}, who could replace what is in it",
+            path.display(),
+            stat.st_uid
+        );
+    }
+    if stat.st_mode & 0o022 != 0 && stat.st_mode & 0o1000 == 0 {
+        bail!(
+            "'{}' is writable by others and not sticky (mode {:04o})",
+            path.display(),
+            stat.st_mode & 0o7777
+        );
+    }
+    Ok(())
+}
+
+/// The directory the socket's directory is made in: the caller's own, and
+/// no one else may create entries in it.
+fn check_private(path: &Path, stat: &FileStat, me: Uid) -> anyhow::Result<()> {
+    check_directory(path, stat)?;
+    if stat.st_uid != me.as_raw() {
+        bail!(
+            "'{}' belongs to uid {}, not to uid {me}",
+            path.display(),
+            stat.st_uid
+        );
+    }
+    if stat.st_mode & 0o022 != 0 {
+        bail!(
+            "'{}' is writable by its group or others (mode {:04o})",
+            path.display(),
+            stat.st_mode & 0o7777
+        );
+    }
+    Ok(())
+}
+
+fn check_directory(path: &Path, stat: &FileStat) -> anyhow::Result<()> {
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
+        bail!("'{}' is not a directory", path.display());
+    }
+    Ok(())
+}
+
+/// Makes `daemonize.XXXXXX` (random, as mkdtemp(3) does) in `base`, `0711`,
+/// and opens it. Nobody else can create entries in `base`, so a name that
+/// exists is one of ours from another start: the next one is tried.
+fn make_socket_dir(base: &OwnedFd, base_path: &Path) -> anyhow::Result<(OwnedFd, String)> {
+    let seed = std::collections::hash_map::RandomState::new();
+    for attempt in 0..100 {
+        let name = format!("daemonize.{}", random_suffix(&seed, attempt));
+        match mkdirat(base, name.as_str(), DIR_MODE) {
+            Ok(()) => {
+                return match openat(base, name.as_str(), DIR_HANDLE, Mode::empty()) {
+                    Ok(dir) => Ok((dir, name)),
+                    Err(e) => {
+                        let _ = unlinkat(base, name.as_str(), UnlinkatFlags::RemoveDir);
+                        Err(e).with_context(|| {
+                            format!("cannot open '{}'", base_path.join(&name).display())
+                        })
+                    }
+                };
+            }
+            Err(Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot create a directory in '{}'", base_path.display())
+                });
+            }
+        }
+    }
+    bail!(
+        "cannot create a directory in '{}': every name tried exists",
+        base_path.display()
+    )
+}
+
+/// Six letters or digits, from std's randomly keyed SipHash (seeded by the
+/// OS once per process), the attempt number and our PID.
+fn random_suffix(seed: &std::collections::hash_map::RandomState, attempt: u32) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut hasher = seed.build_hasher();
+    hasher.write_u32(attempt);
+    hasher.write_u32(std::process::id());
+    let mut bits = hasher.finish();
+    (0..6)
+        .map(|_| {
+            let c = ALPHABET[(bits % 62) as usize];
+            bits /= 62;
+            char::from(c)
+        })
+        .collect()
+}
+
+/// Whether `sender` is the daemon or one of its descendants (issue 9, item
+/// 4). A descendant whose parent died was reparented to daemonize, the
+/// daemon's subreaper, which has no other children: reaching daemonize
+/// counts too.
+fn from_the_daemon(sender: Pid, daemon: Pid) -> bool {
+    descends_from(sender, &[daemon, getpid()], parent_of)
+}
+
+/// Whether walking up from `pid` through `parent` reaches one of `roots`,
+/// stopping at PID 1, at a process that is gone, or after
+/// [`ANCESTRY_LIMIT`] steps.
+fn descends_from(pid: Pid, roots: &[Pid], parent: impl Fn(Pid) -> Option<Pid>) -> bool {
+    let mut pid = pid;
+    for _ in 0..ANCESTRY_LIMIT {
+        if roots.contains(&pid) {
+            return true;
+        }
+        if pid.as_raw() <= 1 {
+            return false;
+        }
+        match parent(pid) {
+            Some(ppid) => pid = ppid,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// The parent of `pid` as `/proc/PID/stat` gives it (a zombie still has one).
+fn parent_of(pid: Pid) -> Option<Pid> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_ppid(&stat).map(Pid::from_raw)
+}
+
+/// Field 4 of `/proc/PID/stat`, counted after the *last* `)`: the command
+/// name in field 2 may hold spaces, parentheses and any other byte.
+fn parse_ppid(stat: &[u8]) -> Option<i32> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl ReadyPipe {
@@ -427,4 +794,61 @@ fn died(pid: Pid, plan: &Plan) -> Failure {
 /// Whether the process behind `pidfd` exits within `grace`.
 fn exited_within(pidfd: &OwnedFd, grace: Duration) -> bool {
     sys::pidfd_exited_within(pidfd, grace).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parent_pid_is_read_after_the_last_parenthesis() {
+        assert_eq!(parse_ppid(b"42 (sleep) S 7 42 42 0 -1"), Some(7));
+        assert_eq!(parse_ppid(b"42 (a) b) (c) R 9 1 1 0 -1"), Some(9));
+        assert_eq!(parse_ppid(b"42 (odd \xff name) S 3 1 1"), Some(3));
+        assert_eq!(parse_ppid(b"42 (cut"), None);
+        assert_eq!(parse_ppid(b""), None);
+    }
+
+    #[test]
+    fn only_descendants_of_a_root_count() {
+        // 1 <- 10 (the test) <- 20 (daemonize) <- 30 (daemon) <- 40 <- 50;
+        // 60 was orphaned and reparented to daemonize; 70 is an outsider.
+        let parent = |pid: Pid| {
+            let ppid = match pid.as_raw() {
+                10 => 1,
+                20 => 10,
+                30 => 20,
+                40 => 30,
+                50 => 40,
+                60 => 20,
+                70 => 10,
+                _ => return None,
+            };
+            Some(Pid::from_raw(ppid))
+        };
+        let roots = [Pid::from_raw(30), Pid::from_raw(20)];
+        for pid in [30, 40, 50, 60] {
+            assert!(descends_from(Pid::from_raw(pid), &roots, parent), "{pid}");
+        }
+        // An ancestor of daemonize, an outsider, init, a PID that is gone.
+        for pid in [10, 70, 1, 99] {
+            assert!(!descends_from(Pid::from_raw(pid), &roots, parent), "{pid}");
+        }
+        // A cycle (impossible in the kernel's tree) ends at the step limit.
+        let cycle = |pid: Pid| Some(Pid::from_raw(if pid.as_raw() == 5 { 6 } else { 5 }));
+        assert!(!descends_from(Pid::from_raw(5), &roots, cycle));
+    }
+
+    #[test]
+    fn random_suffixes_are_six_letters_or_digits_and_differ() {
+        let seed = std::collections::hash_map::RandomState::new();
+        let names: std::collections::BTreeSet<String> =
+            (0..50).map(|n| random_suffix(&seed, n)).collect();
+        assert_eq!(names.len(), 50);
+        assert!(
+            names
+                .iter()
+                .all(|n| n.len() == 6 && n.bytes().all(|b| b.is_ascii_alphanumeric()))
+        );
+    }
 }

@@ -171,3 +171,17 @@ pub fn default_sigchld() {
     // asynchronously; this is called first thing in `main`, single-threaded.
     let _ = unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) };
 }
+
+/// Whether `signal`'s disposition is `SIG_IGN`, as the caller left it (under
+/// `nohup`, SIGHUP is). Read with sigaction(2) and a null new action, which
+/// changes nothing; nix's `sigaction` always installs one.
+pub fn signal_is_ignored(signal: nix::sys::signal::Signal) -> nix::Result<bool> {
+    let mut old = std::mem::MaybeUninit::<libc::sigaction>::uninit();
+    // SAFETY: with a null new action sigaction only writes the current one
+    // into `old`, which is valid, writable memory for one `struct sigaction`.
+    let rc = unsafe { libc::sigaction(signal as c_int, ptr::null(), old.as_mut_ptr()) };
+    Errno::result(rc)?;
+    // SAFETY: sigaction succeeded, so the kernel filled in `old`.
+    let old = unsafe { old.assume_init() };
+    Ok(old.sa_sigaction == libc::SIG_IGN)
+}

@@ -10,8 +10,9 @@
 //! timing to pass. (The tests with a 1 s `--ready-timeout` measure when the
 //! helper finished its set-up, and retry an attempt in which it was too slow
 //! for the result to mean anything.) Each test gives daemonize its own
-//! `TMPDIR`, so that the notification directory can be found and shown to be
-//! gone afterwards.
+//! `TMPDIR`, which root's daemonize leaves alone: its notification directory
+//! is in `/run`, found through the daemon's `NOTIFY_SOCKET` and shown to be
+//! gone afterwards. Tests of other callers run daemonize itself as `nobody`.
 //!
 //! Needs `/usr/bin/python3` (standard library only) and a `nobody` user.
 
@@ -19,7 +20,9 @@ mod common;
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
@@ -28,7 +31,7 @@ use common::{
     Cmd, Daemon, Output, TIMEOUT, assert_no_leftover, daemonize, init, procfs, shell, test_pid,
     unique_marker, wait_for_optional, wait_until,
 };
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigHandler, Signal};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
@@ -44,6 +47,10 @@ const HOLD_WINDOW: Duration = Duration::from_millis(300);
 const FINISH_LIMIT: Duration = Duration::from_secs(30);
 
 const NOBODY_UID: u32 = 65534;
+const NOGROUP_GID: u32 = 65534;
+
+/// Where root's daemonize makes the socket's directory.
+const ROOT_BASE: &str = "/run";
 
 fn helper_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/notify.py")
@@ -131,14 +138,16 @@ impl Fixture {
     }
 
     /// For a daemon that runs as `nobody`: the directory is writable by
-    /// everyone (for its PID file), `tmp/` can be traversed, and the helper
-    /// is a readable copy, whatever the permissions of the checkout.
+    /// everyone (for its PID file) and sticky, like `/tmp` (a directory
+    /// anyone may rename things in could not be on the way to a socket),
+    /// `tmp/` can be traversed, and the helper is a readable copy, whatever
+    /// the permissions of the checkout.
     fn for_other_users() -> Fixture {
         let mut fx = Fixture::new();
         let mode = |path: &Path, mode| {
             fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
         };
-        mode(fx.dir.path(), 0o777);
+        mode(fx.dir.path(), 0o1777);
         mode(&fx.tmp, 0o755);
         let script = fx.dir.path().join("notify.py");
         fs::copy(&fx.script, &script).unwrap();
@@ -175,17 +184,14 @@ impl Fixture {
         fs::write(gate, "").unwrap();
     }
 
-    /// The notification directory is gone: `tmp/` is empty. With `env_file`
-    /// (where the helper wrote `$NOTIFY_SOCKET`), also that the socket was in
-    /// a directory of its own directly under `TMPDIR`, and is gone with it.
+    /// Nothing was left in (or made in) `TMPDIR`. With `env_file` (where
+    /// the helper wrote `$NOTIFY_SOCKET`), also that the socket was in a
+    /// directory of its own directly under `/run` (root's daemonize), and
+    /// is gone with it.
     #[track_caller]
     fn assert_notify_dir_removed(&self, env_file: Option<&Path>) {
         if let Some(env_file) = env_file {
-            let socket = notify_socket_from(env_file);
-            let dir = socket.parent().expect("the socket has a directory");
-            assert_eq!(dir.parent(), Some(self.tmp.as_path()), "socket {socket:?}");
-            assert!(!socket.exists(), "{socket:?} still exists");
-            assert!(!dir.exists(), "{dir:?} still exists");
+            assert_socket_and_dir_removed(&notify_socket_from(env_file), Path::new(ROOT_BASE));
         }
         let left: Vec<_> = fs::read_dir(&self.tmp)
             .unwrap()
@@ -193,6 +199,68 @@ impl Fixture {
             .collect();
         assert!(left.is_empty(), "left in TMPDIR: {left:?}");
     }
+}
+
+/// `socket` was `BASE/daemonize.XXXXXX/notify`, and both it and its
+/// directory are gone.
+#[track_caller]
+fn assert_socket_and_dir_removed(socket: &Path, base: &Path) {
+    let dir = socket.parent().expect("the socket has a directory");
+    assert_eq!(dir.parent(), Some(base), "socket {socket:?}");
+    let name = dir.file_name().unwrap().to_string_lossy();
+    assert!(
+        name.starts_with("daemonize.") && name.len() == "daemonize.XXXXXX".len(),
+        "socket {socket:?}"
+    );
+    assert_eq!(socket.file_name().unwrap(), "notify");
+    assert!(
+        fs::symlink_metadata(socket).is_err(),
+        "{socket:?} still exists"
+    );
+    assert!(fs::symlink_metadata(dir).is_err(), "{dir:?} still exists");
+}
+
+/// The `NOTIFY_SOCKET` in a process's environment, if any.
+fn notify_socket_of(pid: i32) -> Option<PathBuf> {
+    procfs::environ(pid)
+        .expect("read /proc/PID/environ")
+        .iter()
+        .find_map(|v| v.as_encoded_bytes().strip_prefix(b"NOTIFY_SOCKET="))
+        .map(|v| PathBuf::from(OsStr::new(std::str::from_utf8(v).unwrap())))
+}
+
+/// Sets the uid and gid (and no supplementary groups) that `cmd` runs as.
+fn as_user(cmd: &mut Cmd, uid: u32, gid: u32) -> &mut Cmd {
+    cmd.command_mut().uid(uid).gid(gid);
+    cmd
+}
+
+/// daemonize itself run by nobody, from a directory nobody may enter.
+fn daemonize_as_nobody() -> Cmd {
+    let mut cmd = daemonize();
+    fs::set_permissions(cmd.dir(), fs::Permissions::from_mode(0o777)).unwrap();
+    as_user(&mut cmd, NOBODY_UID, NOGROUP_GID);
+    cmd
+}
+
+/// `cmd` starts with `signal`'s disposition set to `handler` (as `nohup`
+/// sets SIGHUP's to ignore), whatever this test process inherited.
+fn with_disposition(cmd: &mut Cmd, signal: Signal, handler: SigHandler) {
+    // SAFETY: the closure runs in the forked child before exec; it makes one
+    // signal(2) call, which is async-signal-safe, and allocates nothing.
+    unsafe {
+        cmd.command_mut().pre_exec(move || {
+            nix::sys::signal::signal(signal, handler)
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// A directory made by root with `mode` (umask aside).
+fn dir_with_mode(path: &Path, mode: u32) {
+    fs::create_dir(path).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// The socket path that the helper's `env FILE` action wrote.
@@ -269,6 +337,45 @@ impl Helper {
 
     fn exit(self, code: i32) -> Helper {
         self.action("exit", &[code.to_string().as_ref()])
+    }
+
+    /// The remaining actions run in a child of the helper.
+    fn fork(self) -> Helper {
+        self.action("fork", &[])
+    }
+
+    /// The remaining actions run in a grandchild whose parent has exited.
+    fn orphan(self) -> Helper {
+        self.action("orphan", &[])
+    }
+
+    /// The helper drops root by itself to `uid` (and gid `uid`).
+    fn become_user(self, uid: u32) -> Helper {
+        self.action("become", &[uid.to_string().as_ref()])
+    }
+
+    /// Tries to replace the socket's directory with a symlink to `target`;
+    /// the outcome (`ok` or an errno name) goes to `result`.
+    fn swap_dir(self, target: &Path, result: &Path) -> Helper {
+        self.action("swap-dir", &[target.as_os_str(), result.as_os_str()])
+    }
+
+    /// Tries to create a directory in the socket's directory.
+    fn try_create(self, result: &Path) -> Helper {
+        self.action("try-create", &[result.as_os_str()])
+    }
+
+    /// Tries to remove the socket.
+    fn try_unlink(self, result: &Path) -> Helper {
+        self.action("try-unlink", &[result.as_os_str()])
+    }
+
+    /// READY=1 for `--wait-ready`, a newline on descriptor 3 for `--ready-fd=3`.
+    fn send_or_write(self, option: &str) -> Helper {
+        match option {
+            "--wait-ready" => self.send("READY=1"),
+            _ => self.write(3, "\n"),
+        }
     }
 
     fn argv(&self) -> &[OsString] {
@@ -601,7 +708,7 @@ fn the_detach_state_after_readiness_is_the_usual_one() {
 }
 
 #[test]
-fn the_notification_directory_is_private_while_daemonize_waits() {
+fn the_notify_directory_is_roots_own_in_run_and_others_may_only_pass_through() {
     init();
     let fx = Fixture::new();
     let (daemon_pid, env_file, gate) = (fx.file("daemon.pid"), fx.file("env"), fx.file("gate"));
@@ -611,19 +718,25 @@ fn the_notification_directory_is_private_while_daemonize_waits() {
         .pid(&daemon_pid)
         .wait(&gate)
         .send("READY=1");
-    let mut cmd = fx.daemonize();
-    cmd.arg("--wait-ready").arg("--").args(helper.argv());
+    // A caller's umask changes neither mode.
+    let mut cmd = shell("sh", r#"umask 077; exec "$DAEMONIZE" "$@""#);
+    cmd.env("TMPDIR", &fx.tmp)
+        .arg("--wait-ready")
+        .arg("--")
+        .args(helper.argv());
     let mut running = spawn(cmd);
     let _daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
     let socket = notify_socket_from(&env_file);
     let dir = socket.parent().unwrap();
-    let meta = fs::metadata(dir).unwrap();
-    assert_eq!(meta.permissions().mode() & 0o7777, 0o700, "{dir:?}");
+    assert_eq!(dir.parent(), Some(Path::new(ROOT_BASE)), "{socket:?}");
+    let meta = fs::symlink_metadata(dir).unwrap();
+    assert!(meta.is_dir(), "{dir:?}");
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o711, "{dir:?}");
     assert_eq!((meta.uid(), meta.gid()), (0, 0), "{dir:?}");
-    assert!(
-        fs::symlink_metadata(&socket).is_ok(),
-        "no socket {socket:?}"
-    );
+    let meta = fs::symlink_metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket(), "{socket:?}");
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o777, "{socket:?}");
+    assert_eq!((meta.uid(), meta.gid()), (0, 0), "{socket:?}");
     fx.open(&gate);
     running.finish().assert_started();
     fx.assert_notify_dir_removed(Some(&env_file));
@@ -643,7 +756,10 @@ fn a_notify_socket_in_the_callers_environment_is_replaced() {
     let daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
     running.finish().assert_started();
     let socket = notify_socket_from(&env_file);
-    assert_eq!(socket.parent().unwrap().parent(), Some(fx.tmp.as_path()));
+    assert_eq!(
+        socket.parent().unwrap().parent(),
+        Some(Path::new(ROOT_BASE))
+    );
     let count = daemon
         .environ()
         .iter()
@@ -669,13 +785,14 @@ fn wait_ready_works_for_a_daemon_running_as_nobody() {
     let mut running = spawn(cmd);
     let daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
     assert_eq!(daemon.status().uids(), [NOBODY_UID; 4]);
-    // The directory and socket were handed to the daemon's user.
+    // Nothing is handed to the daemon's user: it may reach the socket, as
+    // anyone may, but owns neither the socket nor its directory.
     let socket = notify_socket_from(&env_file);
     let dir = socket.parent().unwrap();
-    let meta = fs::metadata(dir).unwrap();
-    assert_eq!(meta.uid(), NOBODY_UID, "owner of {dir:?}");
-    assert_eq!(meta.permissions().mode() & 0o7777, 0o700, "{dir:?}");
-    assert_eq!(fs::symlink_metadata(&socket).unwrap().uid(), NOBODY_UID);
+    let meta = fs::symlink_metadata(dir).unwrap();
+    assert_eq!(meta.uid(), 0, "owner of {dir:?}");
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o711, "{dir:?}");
+    assert_eq!(fs::symlink_metadata(&socket).unwrap().uid(), 0);
     running.assert_still_running("before the daemon sent READY=1");
 
     fx.open(&gate);
@@ -1209,6 +1326,8 @@ fn interrupting_daemonize_while_it_waits_stops_the_daemon() {
         let (daemon_pid, pidfile) = (fx.file("daemon.pid"), fx.file("app.pid"));
         let helper = fx.helper().pid(&daemon_pid);
         let mut cmd = fx.daemonize();
+        // Whatever this test inherited (a background job's ignored SIGINT).
+        with_disposition(&mut cmd, signal, SigHandler::SigDfl);
         cmd.arg("--wait-ready")
             .arg("-p")
             .arg(&pidfile)
@@ -1224,5 +1343,496 @@ fn interrupting_daemonize_while_it_waits_stops_the_daemon() {
         );
         assert_gone(daemon);
         assert!(!pidfile.exists(), "the pidfile is left after {signal}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The notification socket: nobody but root may change it, anyone may send,
+// only the daemon's processes count (issue 9, items 1 to 4)
+// ---------------------------------------------------------------------------
+
+/// The attack of items 1 and 2: a daemon running as its user renames the
+/// socket's directory away and puts a symlink in its place, so that root's
+/// cleanup (or a later chown) goes through it. `TMPDIR` is sticky and
+/// world-writable here, like `/tmp`, where that used to work.
+#[test]
+fn a_daemon_running_as_nobody_cannot_replace_the_notify_directory() {
+    init();
+    let fx = Fixture::for_other_users();
+    fs::set_permissions(&fx.tmp, fs::Permissions::from_mode(0o1777)).unwrap();
+    let decoy_dir = fx.file("decoy");
+    dir_with_mode(&decoy_dir, 0o755);
+    let decoy = decoy_dir.join("notify");
+    fs::write(&decoy, "precious\n").unwrap();
+    fs::set_permissions(&decoy, fs::Permissions::from_mode(0o600)).unwrap();
+    let (daemon_pid, swap, create, unlink) = (
+        fx.file("daemon.pid"),
+        fx.file("swap"),
+        fx.file("create"),
+        fx.file("unlink"),
+    );
+    let helper = fx
+        .helper()
+        .pid(&daemon_pid)
+        .swap_dir(&decoy_dir, &swap)
+        .try_create(&create)
+        .try_unlink(&unlink)
+        .send("READY=1");
+    let mut cmd = fx.daemonize();
+    cmd.args(["-u", "nobody", "--wait-ready", "--"])
+        .args(helper.argv());
+    let mut running = spawn(cmd);
+    let daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
+    let output = running.finish();
+    for (what, file) in [
+        ("rename", &swap),
+        ("create in", &create),
+        ("unlink", &unlink),
+    ] {
+        let result = fs::read_to_string(file).unwrap();
+        assert_eq!(
+            result, "EACCES\n",
+            "nobody could {what} the notify directory"
+        );
+    }
+    let meta = fs::symlink_metadata(&decoy).unwrap();
+    assert!(meta.is_file());
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o600));
+    assert_eq!(fs::read_to_string(&decoy).unwrap(), "precious\n");
+    output.assert_started();
+    assert_eq!(daemon.status().uids(), [NOBODY_UID; 4]);
+    fx.assert_notify_dir_removed(None);
+}
+
+/// Item 3: once daemonize has returned, the path in the daemon's
+/// `NOTIFY_SOCKET` is in a directory where only root can create entries, so
+/// no other user can receive what the daemon sends there later.
+#[test]
+fn after_return_no_other_user_can_create_the_notify_socket_path() {
+    init();
+    let fx = Fixture::for_other_users();
+    fs::set_permissions(&fx.tmp, fs::Permissions::from_mode(0o1777)).unwrap();
+    let daemon_pid = fx.file("daemon.pid");
+    let helper = fx.helper().pid(&daemon_pid).send("READY=1");
+    let mut cmd = fx.daemonize();
+    cmd.args(["-u", "nobody", "--wait-ready", "--"])
+        .args(helper.argv());
+    let mut running = spawn(cmd);
+    let daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
+    running.finish().assert_started();
+    let socket = notify_socket_of(daemon.pid()).expect("the daemon has no NOTIFY_SOCKET");
+    assert!(socket.is_absolute(), "{socket:?}");
+    assert!(fs::symlink_metadata(&socket).is_err(), "{socket:?} is left");
+    let nearest = socket
+        .ancestors()
+        .skip(1)
+        .find(|a| fs::symlink_metadata(a).is_ok())
+        .unwrap();
+    let meta = fs::symlink_metadata(nearest).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.uid(), 0, "{nearest:?}");
+    assert_eq!(meta.mode() & 0o022, 0, "{nearest:?} is writable by others");
+    assert_eq!(nearest, Path::new(ROOT_BASE), "{socket:?}");
+    // And so nobody cannot make the socket's directory again.
+    let mut mkdir = Cmd::new(PYTHON);
+    fs::set_permissions(mkdir.dir(), fs::Permissions::from_mode(0o777)).unwrap();
+    let output = as_user(&mut mkdir, NOBODY_UID, NOGROUP_GID)
+        .args(["-c", "import os, sys; os.makedirs(sys.argv[1])"])
+        .arg(socket.parent().unwrap())
+        .run();
+    assert_eq!(output.code, Some(1), "{output:?}");
+    assert!(output.stderr.contains("PermissionError"), "{output:?}");
+}
+
+/// Item 4: unbound (`username:`) and squid (`cache_effective_user`) drop
+/// root by themselves, then send READY=1.
+#[test]
+fn a_daemon_that_drops_root_by_itself_before_ready_1_is_ready() {
+    init();
+    let fx = Fixture::new();
+    let daemon_pid = fx.file("daemon.pid");
+    let helper = fx
+        .helper()
+        .pid(&daemon_pid)
+        .become_user(NOBODY_UID)
+        .send("READY=1");
+    let mut cmd = fx.daemonize();
+    cmd.args(["--wait-ready", "--ready-timeout", "20", "--"])
+        .args(helper.argv());
+    let mut running = spawn(cmd);
+    let daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
+    running.finish().assert_started();
+    assert!(daemon.is_alive());
+    assert_eq!(daemon.status().uids(), [NOBODY_UID; 4]);
+}
+
+/// Item 4: anyone may send to the socket, but only the daemon's own
+/// processes count. Here the test process (root, daemonize's parent) and a
+/// process of nobody's send READY=1 while the daemon never does.
+#[test]
+fn ready_1_from_a_process_that_is_not_the_daemons_is_ignored() {
+    init();
+    let (output, elapsed, outsiders) = conclusive(|| {
+        let fx = Fixture::for_other_users();
+        let daemon_pid = fx.file("daemon.pid");
+        let helper = fx.helper().pid(&daemon_pid);
+        let mut cmd = fx.daemonize();
+        cmd.args(["-vv", "--wait-ready", "--ready-timeout", "3", "--"])
+            .args(helper.argv());
+        let mut running = spawn(cmd);
+        let daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
+        let socket = notify_socket_of(daemon.pid()).expect("the daemon has no NOTIFY_SOCKET");
+
+        let ours = UnixDatagram::unbound().unwrap();
+        ours.send_to(b"READY=1", &socket).unwrap();
+        let mut theirs = Cmd::new(PYTHON);
+        fs::set_permissions(theirs.dir(), fs::Permissions::from_mode(0o777)).unwrap();
+        as_user(&mut theirs, NOBODY_UID, NOGROUP_GID)
+            .env("NOTIFY_SOCKET", &socket)
+            .arg(&fx.script)
+            .args(["send", "READY=1", "exit", "0"]);
+        let mut child = theirs.command_mut().spawn().unwrap();
+        let nobody_pid = child.id();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "nobody could not send: {status}");
+        // Both were sent while daemonize still waited, or the attempt says nothing.
+        if running.has_exited() {
+            return None;
+        }
+        let output = running.finish();
+        assert_gone(daemon);
+        assert_no_leftover(&fx.marker);
+        Some((output, running.elapsed(), [test_pid() as u32, nobody_pid]))
+    });
+    // The trace (-vv), then the one line of the failure.
+    output.assert_code(125);
+    let last = output.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("daemonize: the daemon (pid ")
+            && last.ends_with("was not ready after 3s; stopped it with SIGTERM"),
+        "{output:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(3),
+        "gave up after {elapsed:?}"
+    );
+    for pid in outsiders {
+        let line = format!(
+            "ignored a notification from a process that is neither the daemon nor one of its descendants pid={pid}"
+        );
+        assert!(
+            output.stderr.contains(&line),
+            "{line:?} not traced: {output:?}"
+        );
+    }
+}
+
+#[test]
+fn ready_1_from_a_grandchild_of_the_daemon_counts() {
+    init();
+    let fx = Fixture::new();
+    let pids = [
+        fx.file("daemon.pid"),
+        fx.file("child.pid"),
+        fx.file("grandchild.pid"),
+    ];
+    let helper = fx
+        .helper()
+        .pid(&pids[0])
+        .fork()
+        .pid(&pids[1])
+        .fork()
+        .pid(&pids[2])
+        .send("READY=1");
+    let mut cmd = fx.daemonize();
+    cmd.args(["--wait-ready", "--"]).args(helper.argv());
+    let mut running = spawn(cmd);
+    // Youngest first, so that each is killed before its parent.
+    let grandchild = Daemon::new(running.wait_for_pid(&pids[2]));
+    let child = Daemon::new(running.wait_for_pid(&pids[1]));
+    let daemon = Daemon::new(running.wait_for_pid(&pids[0]));
+    running.finish().assert_started();
+    assert_eq!(grandchild.stat().ppid, child.pid());
+    assert_eq!(child.stat().ppid, daemon.pid());
+    assert!(daemon.is_alive());
+}
+
+/// A descendant whose parent has exited is reparented to daemonize (the
+/// subreaper), no longer to the daemon; it still counts.
+#[test]
+fn ready_1_from_an_orphaned_descendant_of_the_daemon_counts() {
+    init();
+    let fx = Fixture::new();
+    let (daemon_pid, orphan_pid) = (fx.file("daemon.pid"), fx.file("orphan.pid"));
+    let helper = fx
+        .helper()
+        .pid(&daemon_pid)
+        .orphan()
+        .pid(&orphan_pid)
+        .send("READY=1");
+    let mut cmd = fx.daemonize();
+    cmd.args(["--wait-ready", "--"]).args(helper.argv());
+    let mut running = spawn(cmd);
+    let orphan = Daemon::new(running.wait_for_pid(&orphan_pid));
+    let daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
+    running.finish().assert_started();
+    assert!(daemon.is_alive());
+    // Reparented from daemonize to its subreaper, this test.
+    assert_eq!(orphan.stat().ppid, test_pid());
+}
+
+// ---------------------------------------------------------------------------
+// Where other callers' sockets go (items 3 and 22)
+// ---------------------------------------------------------------------------
+
+/// For a caller other than root, `$XDG_RUNTIME_DIR` (here nobody's, in a
+/// directory only root can write to, as `/run/user` is).
+#[test]
+fn a_caller_other_than_root_gets_its_socket_in_xdg_runtime_dir() {
+    init();
+    let fx = Fixture::for_other_users();
+    let run = tempfile::tempdir().unwrap();
+    fs::set_permissions(run.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let xdg = run.path().join("65534");
+    dir_with_mode(&xdg, 0o700);
+    std::os::unix::fs::chown(&xdg, Some(NOBODY_UID), Some(NOGROUP_GID)).unwrap();
+    let (daemon_pid, env_file) = (fx.file("daemon.pid"), fx.file("env"));
+    let helper = fx.helper().env(&env_file).pid(&daemon_pid).send("READY=1");
+    let mut cmd = daemonize_as_nobody();
+    cmd.env("XDG_RUNTIME_DIR", &xdg)
+        .env("TMPDIR", &fx.tmp)
+        .args(["--wait-ready", "--"])
+        .args(helper.argv());
+    let mut running = spawn(cmd);
+    let daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
+    running.finish().assert_started();
+    assert_eq!(daemon.status().uids(), [NOBODY_UID; 4]);
+    assert_socket_and_dir_removed(&notify_socket_from(&env_file), &xdg);
+    assert_eq!(fs::read_dir(&xdg).unwrap().count(), 0);
+    fx.assert_notify_dir_removed(None);
+}
+
+/// Otherwise `TMPDIR/daemonize-UID`, made `0711` and kept, so that nobody
+/// else can ever create entries where the sockets were. Here
+/// `$XDG_RUNTIME_DIR` will not do: it is in a directory where anyone may
+/// rename it away (writable by all, not sticky).
+#[test]
+fn the_fallback_is_a_per_user_directory_in_tmpdir_made_0711_and_kept() {
+    init();
+    let fx = Fixture::for_other_users();
+    fs::set_permissions(&fx.tmp, fs::Permissions::from_mode(0o1777)).unwrap();
+    let open = fx.file("open");
+    dir_with_mode(&open, 0o777);
+    let xdg = open.join("xdg");
+    dir_with_mode(&xdg, 0o700);
+    std::os::unix::fs::chown(&xdg, Some(NOBODY_UID), Some(NOGROUP_GID)).unwrap();
+    let (daemon_pid, env_file) = (fx.file("daemon.pid"), fx.file("env"));
+    let helper = fx.helper().env(&env_file).pid(&daemon_pid).send("READY=1");
+    let mut cmd = daemonize_as_nobody();
+    cmd.env("XDG_RUNTIME_DIR", &xdg)
+        .env("TMPDIR", &fx.tmp)
+        .args(["--wait-ready", "--"])
+        .args(helper.argv());
+    let mut running = spawn(cmd);
+    let _daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
+    running.finish().assert_started();
+    let per_user = fx.tmp.join(format!("daemonize-{NOBODY_UID}"));
+    assert_socket_and_dir_removed(&notify_socket_from(&env_file), &per_user);
+    let meta = fs::symlink_metadata(&per_user).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (NOBODY_UID, 0o711));
+    assert_eq!(fs::read_dir(&per_user).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(&xdg).unwrap().count(), 0);
+}
+
+#[test]
+fn a_per_user_directory_that_is_not_the_callers_own_is_refused() {
+    init();
+    type Setup = fn(&Path);
+    let cases: [(Setup, &[&str]); 3] = [
+        (
+            |p| dir_with_mode(p, 0o755),
+            &[
+                "belongs to uid 0, not to uid 65534",
+                "remove it, or set TMPDIR or XDG_RUNTIME_DIR",
+            ],
+        ),
+        (
+            |p| {
+                dir_with_mode(p, 0o777);
+                std::os::unix::fs::chown(p, Some(NOBODY_UID), Some(NOGROUP_GID)).unwrap();
+            },
+            &["is writable by its group or others (mode 0777)"],
+        ),
+        (
+            |p| {
+                let real = p.with_file_name("real");
+                dir_with_mode(&real, 0o711);
+                std::os::unix::fs::chown(&real, Some(NOBODY_UID), Some(NOGROUP_GID)).unwrap();
+                std::os::unix::fs::symlink(&real, p).unwrap();
+            },
+            &["(it must be a directory, not a symlink)"],
+        ),
+    ];
+    for (setup, words) in cases {
+        let fx = Fixture::for_other_users();
+        let per_user = fx.tmp.join(format!("daemonize-{NOBODY_UID}"));
+        setup(&per_user);
+        let daemon_pid = fx.file("daemon.pid");
+        let helper = fx.helper().pid(&daemon_pid).send("READY=1");
+        let mut cmd = daemonize_as_nobody();
+        cmd.env("TMPDIR", &fx.tmp)
+            .args(["--wait-ready", "--"])
+            .args(helper.argv());
+        let (output, _) = run(cmd);
+        let mut all = vec![
+            "found no safe place for the notification socket (--wait-ready)",
+            per_user.to_str().unwrap(),
+        ];
+        all.extend_from_slice(words);
+        output.assert_failed(125, &all);
+        assert!(!daemon_pid.exists(), "the daemon command ran");
+        assert_no_leftover(&fx.marker);
+    }
+}
+
+/// Item 22: a relative `TMPDIR` would give a `NOTIFY_SOCKET` that the daemon
+/// cannot reach from `/`; it is not used.
+#[test]
+fn a_relative_tmpdir_still_gives_an_absolute_notify_socket() {
+    init();
+    let fx = Fixture::for_other_users();
+    let (daemon_pid, env_file) = (fx.file("daemon.pid"), fx.file("env"));
+    let helper = fx.helper().env(&env_file).pid(&daemon_pid).send("READY=1");
+    let mut cmd = daemonize_as_nobody();
+    fs::create_dir(cmd.dir().join("tmp")).unwrap();
+    fs::set_permissions(cmd.dir().join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    cmd.env("TMPDIR", "tmp")
+        .args(["--wait-ready", "--"])
+        .args(helper.argv());
+    let mut running = spawn(cmd);
+    let _daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
+    running.finish().assert_started();
+    let socket = notify_socket_from(&env_file);
+    assert_socket_and_dir_removed(
+        &socket,
+        &Path::new("/tmp").join(format!("daemonize-{NOBODY_UID}")),
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Signals the caller ignores (item 13)
+// ---------------------------------------------------------------------------
+
+/// Under `nohup`, SIGHUP is ignored: a hang-up must not abort the wait and
+/// kill a healthy daemon.
+#[test]
+fn a_signal_the_caller_ignores_does_not_interrupt_the_wait() {
+    init();
+    let fx = Fixture::new();
+    let (daemon_pid, gate, pidfile) = (fx.file("daemon.pid"), fx.file("gate"), fx.file("app.pid"));
+    let helper = fx.helper().pid(&daemon_pid).wait(&gate).send("READY=1");
+    let mut cmd = fx.daemonize();
+    with_disposition(&mut cmd, Signal::SIGHUP, SigHandler::SigIgn);
+    cmd.arg("--wait-ready")
+        .arg("-p")
+        .arg(&pidfile)
+        .arg("--")
+        .args(helper.argv());
+    let mut running = spawn(cmd);
+    let daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
+    nix::sys::signal::kill(Pid::from_raw(running.pid()), Signal::SIGHUP).unwrap();
+    running.assert_still_running("on a SIGHUP that its caller ignores");
+    fx.open(&gate);
+    running.finish().assert_started();
+    assert!(daemon.is_alive(), "the daemon died");
+    assert_eq!(
+        fs::read_to_string(&pidfile).unwrap(),
+        format!("{}\n", daemon.pid())
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Readiness edge cases (item 22)
+// ---------------------------------------------------------------------------
+
+/// As systemd's `TimeoutStartSec=0`.
+#[test]
+fn ready_timeout_0_waits_without_a_deadline() {
+    init();
+    for option in ["--wait-ready", "--ready-fd=3"] {
+        let fx = Fixture::new();
+        let (daemon_pid, gate) = (fx.file("daemon.pid"), fx.file("gate"));
+        let helper = fx
+            .helper()
+            .pid(&daemon_pid)
+            .wait(&gate)
+            .send_or_write(option);
+        let mut cmd = fx.daemonize();
+        cmd.args([option, "--ready-timeout", "0", "--"])
+            .args(helper.argv());
+        let mut running = spawn(cmd);
+        let daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
+        running.assert_still_running(&format!("at once with {option} --ready-timeout 0"));
+        fx.open(&gate);
+        running.finish().assert_started();
+        assert!(daemon.is_alive());
+    }
+}
+
+#[test]
+fn ready_timeout_without_a_readiness_option_is_a_usage_error() {
+    init();
+    let fx = Fixture::new();
+    let daemon_pid = fx.file("daemon.pid");
+    let helper = fx.helper().pid(&daemon_pid);
+    let mut cmd = fx.daemonize();
+    cmd.args(["--ready-timeout", "5", "--"]).args(helper.argv());
+    let (output, _) = run(cmd);
+    output.assert_failed(
+        125,
+        &[
+            "--ready-timeout goes with --wait-ready or --ready-fd",
+            "try 'daemonize --help'",
+        ],
+    );
+    assert!(!daemon_pid.exists(), "the daemon command ran");
+    assert_no_leftover(&fx.marker);
+}
+
+/// An inherited `NOTIFY_SOCKET` belongs to whoever started daemonize (a
+/// systemd unit, say): the daemon would report to it. It is dropped, unless
+/// `--wait-ready` sets a new one or `-E` names one explicitly.
+#[test]
+fn an_inherited_notify_socket_is_not_passed_on_without_wait_ready() {
+    init();
+    let cases: [(&[&str], Option<&str>); 3] = [
+        (&[], None),
+        (&["--ready-fd", "3"], None),
+        (
+            &["-E", "NOTIFY_SOCKET=/run/explicit"],
+            Some("/run/explicit"),
+        ),
+    ];
+    for (options, expected) in cases {
+        let fx = Fixture::new();
+        let daemon_pid = fx.file("daemon.pid");
+        let helper = fx.helper().pid(&daemon_pid);
+        let helper = match options.contains(&"--ready-fd") {
+            true => helper.write(3, "\n"),
+            false => helper,
+        };
+        let mut cmd = fx.daemonize();
+        cmd.env("NOTIFY_SOCKET", "/run/systemd/notify")
+            .args(options)
+            .arg("--")
+            .args(helper.argv());
+        run(cmd).0.assert_started();
+        let daemon = Daemon::new(common::wait_for_pid_file(&daemon_pid, TIMEOUT));
+        assert_eq!(
+            notify_socket_of(daemon.pid()).as_deref(),
+            expected.map(Path::new),
+            "with {options:?}"
+        );
     }
 }

@@ -20,11 +20,23 @@ could take ownership leaves nothing behind for long).
     kill SIG         send signal SIG to ourselves
     exit N           exit with status N at once
     stamp-exit FILE N   stamp FILE, then exit N at once
+    fork             run the remaining actions in a child; this process waits
+    orphan           run the remaining actions in a grandchild whose parent
+                     exits at once (so it is reparented); this process waits
+    become UID       drop root by ourselves: no groups, then gid and uid UID
+    swap-dir DIR FILE   try to rename the socket's directory away and put a
+                     symlink to DIR in its place; write "ok" or the errno
+                     name (like EACCES) to FILE. After a rename,
+                     $NOTIFY_SOCKET names the socket where it went
+    try-create FILE  try to create a directory in the socket's directory;
+                     write "ok" or the errno name to FILE
+    try-unlink FILE  try to remove the socket; write "ok" or the errno name
 
 Files are written to a temporary name and renamed, so a reader never sees
 half a line. Uses nothing but the standard library: it runs as any user.
 """
 
+import errno
 import os
 import signal
 import socket
@@ -48,6 +60,24 @@ def send(text):
         path = "\0" + path[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         s.sendto(text.encode(), path)
+
+
+def attempt(path, action):
+    """Runs action(); writes "ok", or the errno name it failed with, to path."""
+    try:
+        action()
+        result = "ok"
+    except OSError as e:
+        result = errno.errorcode.get(e.errno, str(e.errno))
+    write_file(path, result + "\n")
+    return result == "ok"
+
+
+def hold():
+    deadline = time.monotonic() + HOLD_LIMIT
+    while time.monotonic() < deadline:
+        time.sleep(1)
+    os._exit(0)
 
 
 def signal_number(name):
@@ -102,13 +132,38 @@ def main(args):
             os._exit(97)
         elif action == "exit":
             os._exit(int(arg()))
+        elif action == "fork":
+            if os.fork() != 0:
+                hold()
+        elif action == "orphan":
+            child = os.fork()
+            if child != 0:
+                os.waitpid(child, 0)
+                hold()
+            if os.fork() != 0:
+                os._exit(0)
+        elif action == "become":
+            uid = int(arg())
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+        elif action == "swap-dir":
+            target, path = arg(), arg()
+            sock = os.environ["NOTIFY_SOCKET"]
+            d = os.path.dirname(sock)
+            moved = d + ".moved"
+            if attempt(path, lambda: os.rename(d, moved)):
+                os.environ["NOTIFY_SOCKET"] = os.path.join(moved, os.path.basename(sock))
+                attempt(path, lambda: os.symlink(target, d))
+        elif action == "try-create":
+            d = os.path.dirname(os.environ["NOTIFY_SOCKET"])
+            attempt(arg(), lambda: os.mkdir(os.path.join(d, "intruder")))
+        elif action == "try-unlink":
+            attempt(arg(), lambda: os.unlink(os.environ["NOTIFY_SOCKET"]))
         else:
             sys.stderr.write("notify.py: unknown action %r\n" % action)
             os._exit(96)
-    deadline = time.monotonic() + HOLD_LIMIT
-    while time.monotonic() < deadline:
-        time.sleep(1)
-    os._exit(0)
+    hold()
 
 
 if __name__ == "__main__":
