@@ -54,6 +54,15 @@ fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     Some(rest.split_whitespace().collect())
 }
 
+/// The children of ours that are still running (reaping none).
+pub fn live_children() -> Vec<Pid> {
+    children()
+        .into_iter()
+        .filter(|c| !c.zombie)
+        .map(|c| c.pid)
+        .collect()
+}
+
 /// Reaps every child that has already exited.
 fn reap_exited() {
     while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {

@@ -44,6 +44,7 @@ use nix::unistd::{Pid, Uid, UnlinkatFlags, geteuid, getpgid, getpgrp, getpid, un
 
 use crate::error::Failure;
 use crate::plan::Plan;
+use crate::process;
 use crate::sys;
 
 /// How long a daemon that is stopped after a failed start gets between
@@ -189,17 +190,7 @@ impl Readiness {
             };
             let channel_ready = fds[0].any().unwrap_or(false);
             let exited = fds[1].any().unwrap_or(false);
-            if fds[2].any().unwrap_or(false)
-                && let Ok(Some(info)) = interrupts.fd.read_signal()
-            {
-                let name = Signal::try_from(info.ssi_signo as i32)
-                    .map_or_else(|_| info.ssi_signo.to_string(), |s| s.to_string());
-                let how = stop(&pidfd, pid);
-                return Err(anyhow!(
-                    "interrupted by {name} before the daemon (pid {pid}) was ready; {how}"
-                )
-                .into());
-            }
+            let interrupted = fds[2].any().unwrap_or(false);
             if channel_ready {
                 match self.channel.receive(pid) {
                     Ok(Event::Ready) => {
@@ -240,6 +231,22 @@ impl Readiness {
                             .into());
                     }
                 }
+            }
+            // After the channel: a READY=1 that came first wins over an
+            // interrupt that follows it.
+            if interrupted
+                && let Ok(Some(info)) = interrupts.fd.read_signal()
+            {
+                let name = Signal::try_from(info.ssi_signo as i32)
+                    .map_or_else(|_| info.ssi_signo.to_string(), |s| s.to_string());
+                let how = stop(&pidfd, pid);
+                return Err(anyhow!(
+                    "interrupted by {name} before the daemon (pid {pid}) was ready; {how}"
+                )
+                .into());
+            }
+            if channel_ready {
+                continue;
             } else if exited {
                 return Err(died(pid, plan));
             } else if n == 0 && left.is_some_and(|left| left.is_zero()) {
@@ -257,7 +264,10 @@ impl Readiness {
 /// Interrupting daemonize while it waits (Ctrl-C, `timeout(1)` in the
 /// calling script, a hang-up) aborts the start like any other failure: the
 /// daemon is stopped before daemonize exits 125. SIGINT, SIGTERM and SIGHUP
-/// are blocked and read from a signalfd; dropping this unblocks them. The
+/// are blocked and read from a signalfd. They stay blocked after the wait,
+/// until daemonize exits: one that arrives between READY=1 and the
+/// pidfile's write must not end daemonize with a locked pidfile that names
+/// nobody (issue 9, item 15); pending ones die with the process. The
 /// daemon does not inherit the mask: it empties its own before exec.
 ///
 /// A signal the caller ignores (SIGHUP under `nohup`) is left out: Linux
@@ -265,7 +275,6 @@ impl Readiness {
 /// signalfd would report it (issue 9, item 13).
 struct Interrupts {
     fd: SignalFd,
-    mask: SigSet,
 }
 
 impl Interrupts {
@@ -281,13 +290,7 @@ impl Interrupts {
         mask.thread_block().context("cannot block signals")?;
         let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .context("cannot create a signalfd")?;
-        Ok(Interrupts { fd, mask })
-    }
-}
-
-impl Drop for Interrupts {
-    fn drop(&mut self) {
-        let _ = self.mask.thread_unblock();
+        Ok(Interrupts { fd })
     }
 }
 
@@ -408,7 +411,9 @@ impl NotifySocket {
                     "STATUS" => tracing::info!(status = value, "daemon status"),
                     "ERRNO" if !matches!(event, Event::Ready) => {
                         let why = match value.parse::<i32>() {
-                            Ok(n) => format!("reported ERRNO={n} ({})", Errno::from_raw(n).desc()),
+                            Ok(n) => {
+                                format!("reported ERRNO={n} ({})", crate::error::errno_text(n))
+                            }
                             Err(_) => format!("reported ERRNO={value}"),
                         };
                         event = Event::Failed(why);
@@ -777,17 +782,29 @@ pub fn end_group(pid: Pid) {
 
 /// The failure for a daemon that exited on its own before it was ready:
 /// reaps it (it is our child) for its status, and adds its last log lines.
+/// An exit 0 that left processes behind is a program that went into the
+/// background, which no readiness protocol can follow: say so, and how to
+/// keep it in the foreground (`launch` then stops what it left).
 fn died(pid: Pid, plan: &Plan) -> Failure {
+    // The daemon is a zombie now, so what it left is already ours.
+    let left = process::live_children();
     end_group(pid);
-    let why = match waitpid(pid, None) {
-        Ok(WaitStatus::Exited(_, code)) => format!("exited with status {code}"),
-        Ok(WaitStatus::Signaled(_, signal, core)) => format!(
-            "was killed by signal {signal}{}",
-            if core { " (core dumped)" } else { "" }
-        ),
-        _ => "exited".to_owned(),
-    };
+    let status = process::reap(pid);
     let tail = plan.outputs.tail(plan.creds.as_ref());
+    if let Some(WaitStatus::Exited(_, 0)) = status {
+        if !left.is_empty() {
+            let left: Vec<String> = left.iter().map(|p| p.to_string()).collect();
+            return anyhow!(
+                "the daemon (pid {pid}) went into the background before it was ready: it \
+                 exited with status 0 and left pid {} running, which daemonize stops; keep it in \
+                 the foreground (nginx: 'daemon off;', redis: '--daemonize no', memcached: \
+                 no -d){tail}",
+                left.join(", ")
+            )
+            .into();
+        }
+    }
+    let why = status.map_or_else(|| "exited".to_owned(), process::ended);
     anyhow!("the daemon (pid {pid}) {why} before it was ready{tail}").into()
 }
 

@@ -335,6 +335,11 @@ impl Helper {
         self.action("kill", &[signal.as_ref()])
     }
 
+    /// Sends `signal` to the helper's parent: daemonize, its subreaper.
+    fn kill_parent(self, signal: &str) -> Helper {
+        self.action("kill-parent", &[signal.as_ref()])
+    }
+
     fn exit(self, code: i32) -> Helper {
         self.action("exit", &[code.to_string().as_ref()])
     }
@@ -584,6 +589,38 @@ fn wait_ready_returns_only_after_ready_and_writes_the_pidfile_then() {
     );
     assert!(daemon.is_alive(), "the daemon died after it was ready");
     fx.assert_notify_dir_removed(None);
+}
+
+/// A signal that reaches daemonize between READY=1 and the pidfile's write
+/// (here sent by the daemon right after READY=1, so daemonize always sees
+/// the datagram first) must not end it with a locked pidfile that names
+/// nobody: the start completes, the pidfile names the daemon.
+#[test]
+fn a_signal_right_after_ready_1_never_leaves_a_pidfile_without_a_pid() {
+    init();
+    for _ in 0..10 {
+        let fx = Fixture::new();
+        let (daemon_pid, pidfile) = (fx.file("daemon.pid"), fx.file("app.pid"));
+        let helper = fx
+            .helper()
+            .pid(&daemon_pid)
+            .send("READY=1")
+            .kill_parent("TERM");
+        let mut cmd = fx.daemonize();
+        cmd.arg("--wait-ready")
+            .arg("-p")
+            .arg(&pidfile)
+            .arg("--")
+            .args(helper.argv());
+        let mut running = spawn(cmd);
+        let daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
+        running.finish().assert_started();
+        assert_eq!(
+            fs::read_to_string(&pidfile).unwrap(),
+            format!("{}\n", daemon.pid())
+        );
+        assert!(daemon.is_alive());
+    }
 }
 
 #[test]

@@ -156,11 +156,17 @@ fn with_readiness_a_command_that_goes_into_the_background_is_a_failed_start_that
     let pidfile = dir.path().join("app.pid");
     let marker = unique_marker();
     // The child calls setsid: it leaves the daemon's session and group.
+    let started = dir.path().join("started");
     let output = daemonize()
         .args(["--ready-fd", "3", "-p"])
         .arg(&pidfile)
         .args(["--", "sh", "-c"])
-        .arg(format!("setsid sleep {marker} & exit 0"))
+        .arg(format!(
+            "setsid sh -c 'touch {}; exec sleep {marker}' &\n\
+             while [ ! -e {} ]; do sleep 0.01; done; exit 0",
+            started.display(),
+            started.display()
+        ))
         .run();
     assert_eq!(output.code, Some(125), "{output:?}");
     assert!(

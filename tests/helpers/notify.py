@@ -18,6 +18,7 @@ could take ownership leaves nothing behind for long).
     wait FILE        wait until FILE exists (exit 98 after WAIT_LIMIT s)
     ignore SIG       ignore signal SIG (a name without SIG, like TERM)
     kill SIG         send signal SIG to ourselves
+    kill-parent SIG  send signal SIG to our parent (daemonize, as subreaper)
     exit N           exit with status N at once
     stamp-exit FILE N   stamp FILE, then exit N at once
     fork             run the remaining actions in a child; this process waits
@@ -130,6 +131,8 @@ def main(args):
             os.kill(os.getpid(), signal_number(arg()))
             # A caught or ignored signal must not let the script go on.
             os._exit(97)
+        elif action == "kill-parent":
+            os.kill(os.getppid(), signal_number(arg()))
         elif action == "exit":
             os._exit(int(arg()))
         elif action == "fork":
