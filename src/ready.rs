@@ -791,18 +791,18 @@ fn died(pid: Pid, plan: &Plan) -> Failure {
     end_group(pid);
     let status = process::reap(pid);
     let tail = plan.outputs.tail(plan.creds.as_ref());
-    if let Some(WaitStatus::Exited(_, 0)) = status {
-        if !left.is_empty() {
-            let left: Vec<String> = left.iter().map(|p| p.to_string()).collect();
-            return anyhow!(
-                "the daemon (pid {pid}) went into the background before it was ready: it \
-                 exited with status 0 and left pid {} running, which daemonize stops; keep it in \
-                 the foreground (nginx: 'daemon off;', redis: '--daemonize no', memcached: \
-                 no -d){tail}",
-                left.join(", ")
-            )
-            .into();
-        }
+    if let Some(WaitStatus::Exited(_, 0)) = status
+        && !left.is_empty()
+    {
+        let left: Vec<String> = left.iter().map(|p| p.to_string()).collect();
+        return anyhow!(
+            "the daemon (pid {pid}) went into the background before it was ready: it \
+             exited with status 0 and left pid {} running, which daemonize stops; keep it in \
+             the foreground (nginx: 'daemon off;', redis: '--daemonize no', memcached: \
+             no -d){tail}",
+            left.join(", ")
+        )
+        .into();
     }
     let why = status.map_or_else(|| "exited".to_owned(), process::ended);
     anyhow!("the daemon (pid {pid}) {why} before it was ready{tail}").into()
