@@ -6,12 +6,14 @@
 //! page and the shell completions are generated from [`command`].
 
 use std::ffi::OsString;
+use std::fmt;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory, Parser};
+use nix::libc::{self, c_int};
 use nix::sys::signal::Signal;
 
 const ABOUT: &str = "Run a command as a Unix daemon, and report whether it started";
@@ -203,7 +205,7 @@ pub struct Cli {
 
     /// Report whether the daemon named by --pidfile runs (LSB codes: 0 running,
     /// 1 stale pidfile, 3 not running, 4 unknown)
-    #[arg(long, requires = "pidfile", conflicts_with_all = ["stop", "command"])]
+    #[arg(long, requires = "pidfile", conflicts_with_all = ["stop", "signal", "command"])]
     pub status: bool,
 
     /// Stop the daemon named by --pidfile: send --signal, wait --timeout seconds,
@@ -211,9 +213,15 @@ pub struct Cli {
     #[arg(long, requires = "pidfile", conflicts_with = "command")]
     pub stop: bool,
 
-    /// Signal for --stop, by name or number [default: TERM]
-    #[arg(long, value_name = "SIG", value_parser = parse_signal, requires = "stop")]
-    pub signal: Option<Signal>,
+    /// With --stop, the signal that stops the daemon [default: TERM]; alone,
+    /// send SIG to the daemon named by --pidfile and do nothing more (exit 7 if it
+    /// is not running). By name or number: TERM, SIGUSR1, 15, RTMIN+3
+    #[arg(long, value_name = "SIG", value_parser = parse_signal, requires = "pidfile", conflicts_with = "command")]
+    pub signal: Option<Sig>,
+
+    /// Send SIGHUP to the daemon named by --pidfile (the same as --signal HUP)
+    #[arg(long, requires = "pidfile", conflicts_with_all = ["status", "stop", "signal", "command"])]
+    pub reload: bool,
 
     /// Seconds --stop waits before sending SIGKILL [default: 10]
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, requires = "stop")]
@@ -228,7 +236,7 @@ pub struct Cli {
         value_name = "COMMAND",
         trailing_var_arg = true,
         num_args = 1..,
-        required_unless_present_any = ["status", "stop"],
+        required_unless_present_any = ["status", "stop", "signal", "reload"],
         value_parser = clap::builder::OsStringValueParser::new()
     )]
     pub command: Vec<OsString>,
@@ -251,12 +259,78 @@ impl Cli {
         self.ready_timeout.unwrap_or(Duration::from_secs(60))
     }
 
-    pub fn signal(&self) -> Signal {
-        self.signal.unwrap_or(Signal::SIGTERM)
-    }
-
     pub fn timeout(&self) -> Duration {
         self.timeout.unwrap_or(Duration::from_secs(10))
+    }
+
+    /// What this invocation does.
+    pub fn mode(&self) -> Mode<'_> {
+        let Some(pidfile) = self.pidfile.as_deref() else {
+            return Mode::Start;
+        };
+        if self.status {
+            Mode::Status(pidfile)
+        } else if self.stop {
+            Mode::Stop {
+                pidfile,
+                signal: self.signal.unwrap_or(Sig::TERM),
+                timeout: self.timeout(),
+            }
+        } else if let Some(signal) = self.signal.or(self.reload.then_some(Sig::HUP)) {
+            Mode::Signal { pidfile, signal }
+        } else {
+            Mode::Start
+        }
+    }
+}
+
+/// What an invocation does: start a daemon, or one of the control actions
+/// on the daemon a pidfile names.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mode<'a> {
+    Start,
+    Status(&'a Path),
+    Stop {
+        pidfile: &'a Path,
+        signal: Sig,
+        timeout: Duration,
+    },
+    /// `--signal` without `--stop`, or `--reload`.
+    Signal {
+        pidfile: &'a Path,
+        signal: Sig,
+    },
+}
+
+/// A signal for `--signal`: any number the kernel accepts, including the
+/// real-time signals that nix's `Signal` cannot hold (issue 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sig(c_int);
+
+impl Sig {
+    pub const TERM: Sig = Sig(libc::SIGTERM);
+    pub const HUP: Sig = Sig(libc::SIGHUP);
+
+    pub fn number(self) -> c_int {
+        self.0
+    }
+}
+
+impl fmt::Display for Sig {
+    /// `SIGTERM`, `SIGRTMIN+3`, `SIGRTMAX-2`, or `signal 32` for a number
+    /// without a name (glibc keeps 32 and 33 for itself).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        match Signal::try_from(self.0) {
+            Ok(signal) => f.write_str(signal.as_str()),
+            Err(_) if self.0 == min => f.write_str("SIGRTMIN"),
+            Err(_) if self.0 == max => f.write_str("SIGRTMAX"),
+            Err(_) if (min..max).contains(&self.0) && self.0 - min <= max - self.0 => {
+                write!(f, "SIGRTMIN+{}", self.0 - min)
+            }
+            Err(_) if (min..max).contains(&self.0) => write!(f, "SIGRTMAX-{}", max - self.0),
+            Err(_) => write!(f, "signal {}", self.0),
+        }
     }
 }
 
@@ -279,8 +353,8 @@ pub fn parse() -> Result<Cli, u8> {
     })?;
     // clap lets a `requires` go unchecked when the required argument
     // conflicts with one that is present (here: --stop and COMMAND).
-    if !cli.stop && (cli.signal.is_some() || cli.timeout.is_some()) {
-        return Err(usage_error("--signal and --timeout go with --stop"));
+    if !cli.stop && cli.timeout.is_some() {
+        return Err(usage_error("--timeout goes with --stop"));
     }
     Ok(cli)
 }
@@ -351,19 +425,43 @@ fn parse_ready_fd(s: &str) -> Result<RawFd, String> {
     }
 }
 
-/// A signal by name (`TERM`, `SIGTERM`, `term`) or number (`15`).
-pub fn parse_signal(s: &str) -> Result<Signal, String> {
+/// A signal by name (`TERM`, `SIGTERM`, `term`), real-time name
+/// (`RTMIN`, `RTMIN+3`, `SIGRTMAX-2`) or number (`15`, `37`: from 1 to
+/// SIGRTMAX, as given).
+pub fn parse_signal(s: &str) -> Result<Sig, String> {
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    // `+3` after RTMIN, `-2` after RTMAX, or nothing.
+    let offset = |rest: &str, sign: char| -> Option<c_int> {
+        match rest.strip_prefix(sign) {
+            None if rest.is_empty() => Some(0),
+            Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                digits.parse().ok()
+            }
+            _ => None,
+        }
     };
-    s.parse::<i32>()
-        .ok()
-        .and_then(|n| Signal::try_from(n).ok())
-        .or_else(|| name.parse::<Signal>().ok())
-        .ok_or_else(|| "expected a signal name like TERM or a number like 15".into())
+    let number = if let Ok(n) = s.parse::<c_int>() {
+        Some(n)
+    } else if let Some(rest) = name.strip_prefix("RTMIN") {
+        offset(rest, '+').and_then(|k| min.checked_add(k))
+    } else if let Some(rest) = name.strip_prefix("RTMAX") {
+        offset(rest, '-').and_then(|k| max.checked_sub(k))
+    } else {
+        format!("SIG{name}")
+            .parse::<Signal>()
+            .ok()
+            .map(|signal| signal as c_int)
+    };
+    let named_rt = name.starts_with("RTM");
+    match number {
+        Some(n) if named_rt && (min..=max).contains(&n) => Ok(Sig(n)),
+        Some(n) if !named_rt && (1..=max).contains(&n) => Ok(Sig(n)),
+        _ => Err(format!(
+            "expected a signal name like TERM or RTMIN+3, or a number from 1 to {max}"
+        )),
+    }
 }
 
 /// Non-negative seconds, fractions allowed: `10`, `0.5`; at most a year
@@ -375,4 +473,98 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
         .filter(|secs| *secs <= YEAR)
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         .ok_or_else(|| "expected a number of seconds from 0 to a year, like 10 or 0.5".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn number(s: &str) -> c_int {
+        parse_signal(s)
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+            .number()
+    }
+
+    #[test]
+    fn signals_by_name_sig_name_any_case_and_number() {
+        for s in ["TERM", "SIGTERM", "term", "15"] {
+            assert_eq!(number(s), libc::SIGTERM, "{s}");
+        }
+        assert_eq!(number("HUP"), libc::SIGHUP);
+        assert_eq!(number("sigusr1"), libc::SIGUSR1);
+    }
+
+    #[test]
+    fn real_time_signals_by_name_and_number() {
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        assert_eq!(number("RTMIN"), min);
+        assert_eq!(number("RTMIN+3"), min + 3);
+        assert_eq!(number("SIGRTMIN+3"), min + 3);
+        assert_eq!(number("rtmin+3"), min + 3);
+        assert_eq!(number("RTMAX"), max);
+        assert_eq!(number("RTMAX-2"), max - 2);
+        assert_eq!(number(&(min + 3).to_string()), min + 3);
+        assert_eq!(number(&max.to_string()), max);
+        // Numbers are taken as given, even those glibc keeps for itself.
+        assert_eq!(number("32"), 32);
+    }
+
+    #[test]
+    fn out_of_range_or_malformed_signals_are_refused() {
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        let beyond = format!("RTMIN+{}", max - min + 1);
+        let below = format!("RTMAX-{}", max - min + 1);
+        let over = (max + 1).to_string();
+        for s in [
+            "", "0", "-1", "BOGUS", "SIGBOGUS", "RTMIN-1", "RTMAX+1", "RTMIN+", "RTMIN+x",
+            "RTMIN+ 3", "RTMINUTE", &beyond, &below, &over, "99",
+        ] {
+            assert!(parse_signal(s).is_err(), "{s:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn signals_are_shown_by_their_names() {
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        assert_eq!(Sig::TERM.to_string(), "SIGTERM");
+        assert_eq!(Sig(min).to_string(), "SIGRTMIN");
+        assert_eq!(Sig(min + 3).to_string(), "SIGRTMIN+3");
+        assert_eq!(Sig(max - 2).to_string(), "SIGRTMAX-2");
+        assert_eq!(Sig(max).to_string(), "SIGRTMAX");
+        assert_eq!(Sig(32).to_string(), "signal 32");
+    }
+
+    #[test]
+    fn reload_is_signal_hup_and_signal_alone_is_the_signal_mode() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).expect("parses");
+        let cli = parse(&["daemonize", "-p", "x.pid", "--reload"]);
+        assert_eq!(
+            cli.mode(),
+            Mode::Signal {
+                pidfile: Path::new("x.pid"),
+                signal: Sig::HUP
+            }
+        );
+        let cli = parse(&["daemonize", "-p", "x.pid", "--signal", "USR1"]);
+        assert_eq!(
+            cli.mode(),
+            Mode::Signal {
+                pidfile: Path::new("x.pid"),
+                signal: Sig(libc::SIGUSR1)
+            }
+        );
+        let cli = parse(&["daemonize", "-p", "x.pid", "--stop", "--signal", "INT"]);
+        assert!(matches!(cli.mode(), Mode::Stop { signal, .. } if signal.number() == libc::SIGINT));
+        let cli = parse(&["daemonize", "-p", "x.pid", "--", "true"]);
+        assert_eq!(cli.mode(), Mode::Start);
+        for args in [
+            &["daemonize", "-p", "x.pid", "--reload", "--stop"][..],
+            &["daemonize", "-p", "x.pid", "--reload", "--signal", "HUP"],
+            &["daemonize", "-p", "x.pid", "--status", "--signal", "HUP"],
+            &["daemonize", "--reload"],
+            &["daemonize", "--signal", "HUP"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} was accepted");
+        }
+    }
 }

@@ -37,6 +37,22 @@ fn tempdir() -> TempDir {
     tempfile::tempdir().expect("cannot create a temporary directory")
 }
 
+/// The lock file of a pidfile, which carries its lock: `FILE.lock`.
+fn lock_of(pidfile: &Path) -> PathBuf {
+    let mut name = pidfile.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Writes a stale pidfile naming `pid`, a process that started after the
+/// file was written (its mtime is long past), as one that reused the PID
+/// of a dead daemon would: the identity rule must not take it for the
+/// daemon.
+fn write_stale_pidfile(pidfile: &Path, pid: i32) {
+    fs::write(pidfile, format!("{pid}\n")).unwrap();
+    set_old_mtime(pidfile);
+}
+
 /// `-p FILE`.
 fn pidfile_option(pidfile: &Path) -> [&OsStr; 2] {
     [OsStr::new("-p"), pidfile.as_os_str()]
@@ -96,8 +112,9 @@ fn fdinfo(pid: i32, fd: i32) -> String {
 }
 
 /// Asserts that the daemon's descriptors are 0, 1, 2 on `/dev/null` and
-/// exactly one more, on `file`, open read-only and carrying an exclusive
-/// `flock` (the kernel lists it in fdinfo). Returns that descriptor.
+/// exactly one more, on `file` (a pidfile's lock file, or a lockfile),
+/// open read-only and carrying an exclusive `flock` (the kernel lists it in
+/// fdinfo). Returns that descriptor.
 #[track_caller]
 fn assert_holds_lock_on(daemon: &Daemon, file: &Path) -> i32 {
     assert_descriptors(daemon, Path::new("/dev/null"), file)
@@ -189,8 +206,11 @@ fn mtime(path: &Path) -> SystemTime {
 // The pidfile of a running daemon
 // ---------------------------------------------------------------------------
 
+/// The pidfile is `0644` and holds only the PID; the lock is on its
+/// companion `FILE.lock`, `0600` (issue 9, item 5: anyone who can open a
+/// file can take a shared flock on it), which the daemon holds read-only.
 #[test]
-fn pidfile_names_the_daemon_which_holds_a_read_only_locked_descriptor_on_it() {
+fn pidfile_names_the_daemon_which_holds_a_read_only_lock_on_its_0600_lock_file() {
     init();
     let dir = tempdir();
     let pidfile = dir.path().join("app.pid");
@@ -212,7 +232,7 @@ fn pidfile_names_the_daemon_which_holds_a_read_only_locked_descriptor_on_it() {
     assert_eq!(written, format!("{}\n", daemon.pid()));
     assert!(daemon.is_alive());
     assert_eq!(daemon.stat().ppid, test_pid());
-    assert_holds_lock_on(&daemon, &pidfile);
+    assert_holds_lock_on(&daemon, &lock_of(&pidfile));
 
     let meta = fs::metadata(&pidfile).unwrap();
     assert!(meta.is_file());
@@ -223,6 +243,12 @@ fn pidfile_names_the_daemon_which_holds_a_read_only_locked_descriptor_on_it() {
         meta.permissions().mode()
     );
     assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
+
+    let lock = fs::symlink_metadata(lock_of(&pidfile)).unwrap();
+    assert!(lock.is_file());
+    assert_eq!(lock.permissions().mode() & 0o7777, 0o600);
+    assert_eq!(lock.uid(), nix::unistd::geteuid().as_raw());
+    assert_eq!(lock.len(), 0, "the lock file has content");
 }
 
 #[test]
@@ -250,7 +276,7 @@ fn a_second_start_is_refused_with_exit_1_naming_the_running_pid() {
     assert!(first.is_alive());
     assert_eq!(fs::read(&pidfile).unwrap(), content);
     assert_eq!(fs::metadata(&pidfile).unwrap().ino(), inode);
-    assert_holds_lock_on(&first, &pidfile);
+    assert_holds_lock_on(&first, &lock_of(&pidfile));
 }
 
 /// Kills (by handle) and reaps every spawned process that has not been
@@ -283,7 +309,7 @@ fn forty_concurrent_starts_over_a_stale_pidfile_leave_exactly_one_daemon() {
     // Stale: nobody holds its lock. It names a live process that is not
     // the daemon, which nobody may signal.
     let mut bystander = Bystander::spawn();
-    fs::write(&pidfile, format!("{}\n", bystander.pid())).unwrap();
+    write_stale_pidfile(&pidfile, bystander.pid());
     concurrent_starts(&pidfile);
     bystander.assert_untouched();
 }
@@ -437,7 +463,7 @@ fn after_kill_9_the_pidfile_is_stale_and_a_new_start_takes_it_over() {
     let (new, _new_spec) = launch(dir.path(), &pidfile_option(&pidfile));
     assert_ne!(new.pid(), old_pid);
     assert_eq!(pid_in(&pidfile), new.pid());
-    assert_holds_lock_on(&new, &pidfile);
+    assert_holds_lock_on(&new, &lock_of(&pidfile));
     assert_eq!(
         status(&pidfile).assert_code(0).stdout,
         format!("running (pid {})\n", new.pid())
@@ -450,7 +476,7 @@ fn a_failed_start_removes_a_stale_pidfile_rather_than_leave_it_naming_a_dead_pro
     let dir = tempdir();
     let pidfile = dir.path().join("app.pid");
     let mut bystander = Bystander::spawn();
-    fs::write(&pidfile, format!("{}\n", bystander.pid())).unwrap();
+    write_stale_pidfile(&pidfile, bystander.pid());
     let marker = unique_marker();
     let missing = format!("daemonize-test-missing-{marker}");
 
@@ -463,6 +489,7 @@ fn a_failed_start_removes_a_stale_pidfile_rather_than_leave_it_naming_a_dead_pro
         .run();
     output.assert_failed(127, &[&format!("cannot execute '{missing}'")]);
     assert!(!pidfile.exists(), "the pidfile was left behind");
+    assert!(!lock_of(&pidfile).exists(), "its lock file was left behind");
     assert_no_leftover(&marker);
     bystander.assert_untouched();
 
@@ -476,6 +503,7 @@ fn a_failed_start_removes_a_stale_pidfile_rather_than_leave_it_naming_a_dead_pro
         .run();
     output.assert_failed(127, &[]);
     assert!(!pidfile.exists(), "the pidfile was left behind");
+    assert!(!lock_of(&pidfile).exists(), "its lock file was left behind");
     status(&pidfile).assert_code(3);
 }
 
@@ -493,7 +521,7 @@ fn a_start_in_progress_over_a_stale_pidfile_never_exposes_the_stale_pid() {
     let dir = tempdir();
     let pidfile = dir.path().join("app.pid");
     let mut bystander = Bystander::spawn();
-    fs::write(&pidfile, format!("{}\n", bystander.pid())).unwrap();
+    write_stale_pidfile(&pidfile, bystander.pid());
 
     // A start that waits for a readiness notification that never comes.
     let mut cmd = daemonize();
@@ -557,7 +585,7 @@ fn stop_kills_a_daemon_that_ignores_the_signal_after_the_timeout() {
         0,
         "set-up: the daemon does not ignore TERM"
     );
-    assert_holds_lock_on(&daemon, &pidfile);
+    assert_holds_lock_on(&daemon, &lock_of(&pidfile));
 
     let before = Instant::now();
     let output = stop(&pidfile, &["--timeout", "1"]);
@@ -594,8 +622,8 @@ fn daemon_with_a_lock_holding_child(dir: &Path, child_prelude: &str) -> (Daemon,
     wait_until(TIMEOUT, "the child to exec sleep", || {
         procfs::cmdline(child.pid()).is_ok_and(|argv| argv.first().is_some_and(|a| a == "sleep"))
     });
-    assert_holds_lock_on(&daemon, &pidfile);
-    assert_holds_lock_on(&child, &pidfile);
+    assert_holds_lock_on(&daemon, &lock_of(&pidfile));
+    assert_holds_lock_on(&child, &lock_of(&pidfile));
     (daemon, child, pidfile)
 }
 
@@ -684,6 +712,10 @@ fn assert_stopped_by(options: &[&str], expected: Signal) {
         !pidfile.exists(),
         "{options:?}: the pidfile was not removed"
     );
+    assert!(
+        !lock_of(&pidfile).exists(),
+        "{options:?}: its lock file was not removed"
+    );
     let ended = reap(daemon);
     assert!(
         matches!(ended, WaitStatus::Signaled(p, s, _) if p.as_raw() == pid && s == expected),
@@ -720,23 +752,29 @@ fn stop_with_a_stale_pidfile_removes_it_and_signals_nobody() {
     init();
     let dir = tempdir();
     let pidfile = dir.path().join("app.pid");
-    // The stale pidfile names a live process, which is not the daemon.
+    // The stale pidfile names a live process, which is not the daemon: it
+    // started after the file was written.
     let mut bystander = Bystander::spawn();
-    fs::write(&pidfile, format!("{}\n", bystander.pid())).unwrap();
+    write_stale_pidfile(&pidfile, bystander.pid());
     stop(&pidfile, &["--timeout", "0"]).assert_code(0);
     assert!(!pidfile.exists(), "the stale pidfile was not removed");
+    assert!(!lock_of(&pidfile).exists(), "a lock file was left");
     bystander.assert_untouched();
 }
 
+/// A pidfile that holds something other than a PID names no process to
+/// stop, locked or not: `--stop` cannot tell what runs (4), and leaves it.
 #[test]
-fn stop_refuses_a_locked_pidfile_that_holds_no_pid() {
+fn stop_of_a_pidfile_that_holds_no_pid_cannot_tell_and_leaves_it() {
     init();
     let dir = tempdir();
     let pidfile = dir.path().join("app.pid");
     fs::write(&pidfile, "hello").unwrap();
-    let holder = File::open(&pidfile).unwrap();
-    holder.try_lock().expect("lock the pidfile");
-    stop(&pidfile, &[]).assert_failed(1, &["cannot stop the daemon", "hello"]);
+    stop(&pidfile, &[]).assert_failed(4, &["cannot tell whether the daemon runs", "hello"]);
+    let holder = File::create(lock_of(&pidfile)).unwrap();
+    holder.try_lock().expect("lock the lock file");
+    stop(&pidfile, &[]).assert_failed(4, &["cannot tell whether the daemon runs", "hello"]);
+    holder.unlock().expect("unlock the lock file");
     assert_eq!(fs::read_to_string(&pidfile).unwrap(), "hello");
 }
 
@@ -771,32 +809,38 @@ fn status_without_a_pidfile_exits_3() {
     assert!(!pidfile.exists());
 }
 
+/// README and `--help` promise 4 for a pidfile that holds garbage (issue 9,
+/// item 21): whether its lock is held or not, it names no process, and the
+/// daemon may run without its lock (identity rule), so nobody can tell.
 #[test]
-fn status_of_a_locked_pidfile_with_garbage_exits_4_and_by_the_lock_alone() {
+fn status_of_a_pidfile_with_garbage_exits_4_locked_or_not() {
     init();
     let dir = tempdir();
     let pidfile = dir.path().join("app.pid");
     fs::write(&pidfile, "hello").unwrap();
+    let unknown = |output: Output| {
+        output.assert_failed(
+            4,
+            &[
+                "cannot tell whether the daemon runs",
+                &format!("'{}'", pidfile.display()),
+                "hello",
+            ],
+        );
+    };
 
-    // Nobody holds its lock: stale, whatever it says.
-    status(&pidfile).assert_code(1);
+    // Nobody holds its lock.
+    unknown(status(&pidfile));
 
     // We hold the lock: something runs, but the file names no PID.
-    let holder = File::open(&pidfile).unwrap();
-    holder.try_lock().expect("lock the pidfile");
-    status(&pidfile).assert_failed(
-        4,
-        &[
-            "cannot tell whether the daemon runs",
-            &format!("'{}'", pidfile.display()),
-            "hello",
-        ],
-    );
+    let holder = File::create(lock_of(&pidfile)).unwrap();
+    holder.try_lock().expect("lock the lock file");
+    unknown(status(&pidfile));
     // Unlock explicitly rather than by closing: a process that another
     // test thread is forking may hold a copy of the descriptor until it
     // execs, and the lock lives as long as any copy does.
-    holder.unlock().expect("unlock the pidfile");
-    status(&pidfile).assert_code(1);
+    holder.unlock().expect("unlock the lock file");
+    unknown(status(&pidfile));
     assert_eq!(fs::read_to_string(&pidfile).unwrap(), "hello");
 }
 
@@ -858,7 +902,8 @@ fn a_pidfile_in_a_missing_directory_exits_125_naming_it() {
     output.assert_failed(
         125,
         &[
-            &format!("cannot open pidfile '{}'", pidfile.display()),
+            &format!("cannot open lock file '{}'", lock_of(&pidfile).display()),
+            &format!("of pidfile '{}'", pidfile.display()),
             "No such file or directory",
         ],
     );
@@ -980,8 +1025,10 @@ fn lockfile_refuses_a_second_start_and_its_content_is_never_touched() {
     assert_eq!(mtime(&lockfile), old, "the lockfile was written to");
 }
 
+/// Created `0600`: like a pidfile's lock file, only its owner may open it,
+/// so nobody else can take a lock on it (issue 9, item 5).
 #[test]
-fn lockfile_is_created_empty_and_0644() {
+fn lockfile_is_created_empty_and_0600() {
     init();
     let dir = tempdir();
     let lockfile = dir.path().join("app.lock");
@@ -997,7 +1044,7 @@ fn lockfile_is_created_empty_and_0644() {
     assert_holds_lock_on(&daemon, &lockfile);
     let meta = fs::metadata(&lockfile).unwrap();
     assert_eq!(meta.len(), 0);
-    assert_eq!(meta.permissions().mode() & 0o7777, 0o644);
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
 }
 
 // ---------------------------------------------------------------------------
@@ -1075,7 +1122,7 @@ fn init_script_start_status_restart_stop() {
 
     service.run("start").assert_started();
     let first = service.daemon(pid_in(&service.pidfile));
-    assert_descriptors(&first, &service.logfile, &service.pidfile);
+    assert_descriptors(&first, &service.logfile, &lock_of(&service.pidfile));
     service.assert_status_running(&first);
 
     // LSB: starting a running service succeeds, and changes nothing.
