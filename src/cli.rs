@@ -224,7 +224,7 @@ pub struct Cli {
     pub reload: bool,
 
     /// Seconds --stop waits before sending SIGKILL [default: 10]
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds, requires = "stop")]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
 
     /// Trace each step to standard error (-vv for more; DAEMONIZE_LOG overrides)
@@ -351,8 +351,9 @@ pub fn parse() -> Result<Cli, u8> {
         }
         _ => usage_error(&usage_line(&err)),
     })?;
-    // clap lets a `requires` go unchecked when the required argument
-    // conflicts with one that is present (here: --stop and COMMAND).
+    // Checked here rather than with clap's `requires`, whose message would
+    // name only --stop, and which clap leaves unchecked when the required
+    // argument conflicts with one that is present (--stop and COMMAND).
     if !cli.stop && cli.timeout.is_some() {
         return Err(usage_error("--timeout goes with --stop"));
     }

@@ -153,7 +153,10 @@ fn find<'a>(pf: &'a Pidfile) -> Result<Found<'a>, Problem> {
                 None => format!("'{}' holds no PID", pf.path.display()),
             };
             Err(Problem::CannotTell(
-                anyhow!(std::io::Error::from(e.kind())).context(format!(
+                anyhow!(std::io::Error::from_raw_os_error(
+                    e.raw_os_error().unwrap_or(nix::libc::EACCES)
+                ))
+                .context(format!(
                     "{why}, and only the owner of lock file '{}' (and root) can see its lock",
                     pidfile::companion_path(pf.path).display()
                 )),
