@@ -52,6 +52,7 @@ sections![
   daemonize -p /run/app.pid -o /var/log/app.log -- app --serve
   daemonize -p /run/app.pid --status
   daemonize -p /run/app.pid --stop --signal INT --timeout 30
+  daemonize -p /run/app.pid --reload          # SIGHUP to the daemon, nothing more
   sudo daemonize -u app -g app -p /run/app.pid -o /var/log/app/app.log -- server
   daemonize --wait-ready -p /run/redis.pid -- redis-server --supervised systemd
   daemonize --ready-fd 3 -- s6-style-server"
@@ -61,7 +62,8 @@ sections![
         "Exit status",
         "  \
   0    the daemon runs: COMMAND was executed (and is ready, when waiting)
-  1    not started: another instance holds the pidfile or lockfile
+  1    not started: another instance runs (it holds the lock, or the
+       pidfile names it)
   125  daemonize failed: a usage error, a setup step (chdir, log file,
        pidfile, user, fork...), or the daemon died, reported ERRNO= or
        timed out before it was ready
@@ -70,31 +72,50 @@ sections![
 
   --status (LSB codes): 0 running (the PID is printed), 1 not running but
   the pidfile exists (stale), 3 not running (no pidfile), 4 unknown (the
-  pidfile cannot be read or holds no PID).
-  --stop: 0 stopped or was not running, 1 could not stop it."
+  pidfile cannot be read or holds something that is not a PID, or what
+  would tell is not the caller's to see).
+  --stop: 0 stopped or was not running, 1 could not stop it, 4 cannot tell.
+  --signal alone and --reload: 0 sent, 7 not running (no pidfile, a stale
+  one, or a dead PID), 4 cannot tell, 125 any other error."
     ),
     (
         "PIDFILE AND LOCKS",
         "Pidfile and locks",
         "  \
-  The pidfile is opened with O_NOFOLLOW (a symlink is refused, never
-  followed), created 0644, and locked with flock(2) before the first fork.
-  The daemon inherits a read-only descriptor holding the lock, so the lock
-  lives exactly as long as the daemon. A second start while the lock is held
-  exits 1 and names the running PID; a pidfile nobody holds a lock on is
+  The pidfile holds the daemon's PID and a newline. It is created 0644 and
+  opened with O_NOFOLLOW (a symlink is refused, never followed). The lock
+  is not on the pidfile, which anyone may read and so could lock, but on
+  its lock file FILE.lock beside it: created 0600, so that only its owner
+  can open it; one that belongs to another user, or is not a regular file,
+  is refused, and one of yours open to others is made 0600 (a descriptor
+  opened before cannot be revoked, though). It is locked with flock(2)
+  before the first fork, and the daemon inherits a read-only descriptor
+  holding the lock, so the lock lives exactly as long as the daemon. -l
+  FILE locks FILE itself, under the same rule; -p F -l F is one locked
+  pidfile. Every lock is taken before any file changes. A second start
+  exits 1 and names the running PID; a pidfile that nobody holds the lock
+  of and that names no daemon (empty, NUL bytes, a dead or reused PID) is
   stale and is taken over. The PID is written before daemonize returns;
-  after a failed start the pidfile is removed rather than left naming a dead
-  process.
+  after a failed start the pidfile and its lock file are removed. The
+  pidfile, lockfile and lock file may not be an output file.
 
-  --status and --stop decide \"running\" by the lock, not by kill(pid, 0), so
-  a PID reused by another process after the daemon died is never reported
-  or signalled. --stop opens a pidfd for the PID, confirms that this very
-  process holds the flock (a PID written into the file by someone else, or
-  reused, does not), signals through the pidfd, and removes the pidfile
-  once the daemon is gone and nobody holds the lock. Processes the daemon
-  started inherit the lock and count as part of it: once the daemon has
-  exited, each one still holding the lock gets the same signal, and SIGKILL
-  at the timeout."
+  Daemons that close every inherited descriptor drop the lock (sshd,
+  dnsmasq). The PID in the pidfile still names such a daemon if that
+  process runs and started no later than the pidfile was last written (a
+  reused PID always starts later), provided only the caller or root can
+  write the pidfile. Starts, --status, --stop and --signal all use this.
+
+  --status, --stop and --signal never use kill(pid, 0): --stop and
+  --signal open a pidfd for the PID, confirm that this very process holds
+  the lock (or is the daemon by the rule above), and signal through the
+  pidfd, so a PID reused by another process is never signalled. --stop
+  removes the pidfile and its lock file once the daemon is gone and nobody
+  holds the lock. Processes the daemon started inherit the lock and count
+  as part of it: once the daemon has exited, each one still holding the
+  lock gets the same signal, and SIGKILL at the timeout. A caller who may
+  not see the lock (another user's lock file, or /proc/PID/fd of another
+  user's process) is told that it cannot tell (4) unless the pidfile shows
+  the daemon."
     ),
     (
         "USERS AND SECURITY",
@@ -173,12 +194,12 @@ pub struct Cli {
     #[arg(long, value_name = "FD[,FD...]", value_delimiter = ',', value_parser = parse_keep_fd)]
     pub keep_fds: Vec<RawFd>,
 
-    /// Write the daemon's PID to FILE and hold a lock on it while the daemon runs;
-    /// refuse to start a second instance
+    /// Write the daemon's PID to FILE and hold a lock (on FILE.lock, 0600) while the
+    /// daemon runs; refuse to start a second instance
     #[arg(short = 'p', long, value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
 
-    /// Hold a lock on FILE while the daemon runs, without writing a PID
+    /// Hold a lock on FILE (created 0600) while the daemon runs, without writing a PID
     #[arg(short = 'l', long, value_name = "FILE")]
     pub lockfile: Option<PathBuf>,
 
