@@ -205,10 +205,10 @@ mod tests {
     }
 
     #[test]
-    fn suspended_time_is_part_of_boottime() {
-        // 1000 s since boot, of which the machine slept 400: the process
-        // started 5 s after boot in CLOCK_BOOTTIME terms, as the kernel
-        // reports start times.
+    fn the_comparison_is_to_the_nanosecond() {
+        // Started 5 s after boot, 995 s ago: a pidfile written a
+        // nanosecond after that names it, one written a nanosecond before
+        // does not.
         let written = (NOW - 995) * S + 1;
         assert!(started_no_later_than(500, 100, NOW * S, 1000 * S, written));
         assert!(!started_no_later_than(

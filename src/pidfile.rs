@@ -101,7 +101,9 @@ pub struct Lock {
     /// daemon running as another user cannot rewrite the PID that root's
     /// `--stop` will signal.
     lock: File,
-    /// This start created the lockfile (`-l`), so a failed start removes it.
+    /// This start created the locked file. A failed start removes a
+    /// lockfile (`-l`) it created; a pidfile's lock file goes with the
+    /// pidfile in any case.
     created: bool,
 }
 
@@ -346,7 +348,8 @@ fn open_lock_file(path: &Path, what: &str) -> Result<(File, bool), Failure> {
     }
     // Created `0600` whatever the umask; an old one may have been left open
     // to others (a descriptor opened before cannot be revoked, though).
-    if created || meta.mode() & 0o077 != 0 {
+    let mode = meta.mode() & 0o777;
+    if (created && mode != 0o600) || mode & 0o077 != 0 {
         file.set_permissions(std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("cannot make {what} 0600"))?;
     }
@@ -564,7 +567,7 @@ pub fn read_pid(file: &File) -> anyhow::Result<Option<Pid>> {
 }
 
 /// Whether `path` still names the open `file` (same device and inode).
-pub fn names_same_file(path: &Path, file: &File) -> bool {
+fn names_same_file(path: &Path, file: &File) -> bool {
     match (std::fs::symlink_metadata(path), file.metadata()) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,

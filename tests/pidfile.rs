@@ -1048,13 +1048,14 @@ fn lockfile_refuses_a_second_start_and_its_content_is_never_touched() {
 }
 
 /// Created `0600`: like a pidfile's lock file, only its owner may open it,
-/// so nobody else can take a lock on it (issue 9, item 5).
+/// so nobody else can take a lock on it (issue 9, item 5); whatever the
+/// umask, even one that takes the owner's write bit.
 #[test]
 fn lockfile_is_created_empty_and_0600() {
     init();
     let dir = tempdir();
     let lockfile = dir.path().join("app.lock");
-    let mut cmd = shell("sh", r#"umask 077; exec "$DAEMONIZE" "$@""#);
+    let mut cmd = shell("sh", r#"umask 277; exec "$DAEMONIZE" "$@""#);
     let spec = DaemonSpec::new(dir.path());
     cmd.arg("-l")
         .arg(&lockfile)
