@@ -6,12 +6,14 @@
 //! page and the shell completions are generated from [`command`].
 
 use std::ffi::OsString;
+use std::fmt;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory, Parser};
+use nix::libc::{self, c_int};
 use nix::sys::signal::Signal;
 
 const ABOUT: &str = "Run a command as a Unix daemon, and report whether it started";
@@ -50,6 +52,7 @@ sections![
   daemonize -p /run/app.pid -o /var/log/app.log -- app --serve
   daemonize -p /run/app.pid --status
   daemonize -p /run/app.pid --stop --signal INT --timeout 30
+  daemonize -p /run/app.pid --reload          # SIGHUP to the daemon, nothing more
   sudo daemonize -u app -g app -p /run/app.pid -o /var/log/app/app.log -- server
   daemonize --wait-ready -p /run/redis.pid -- redis-server --supervised systemd
   daemonize --ready-fd 3 -- s6-style-server"
@@ -59,7 +62,8 @@ sections![
         "Exit status",
         "  \
   0    the daemon runs: COMMAND was executed (and is ready, when waiting)
-  1    not started: another instance holds the pidfile or lockfile
+  1    not started: another instance runs (it holds the lock, or the
+       pidfile names it)
   125  daemonize failed: a usage error, a setup step (chdir, log file,
        pidfile, user, fork...), or the daemon died, reported ERRNO= or
        timed out before it was ready
@@ -68,31 +72,50 @@ sections![
 
   --status (LSB codes): 0 running (the PID is printed), 1 not running but
   the pidfile exists (stale), 3 not running (no pidfile), 4 unknown (the
-  pidfile cannot be read or holds no PID).
-  --stop: 0 stopped or was not running, 1 could not stop it."
+  pidfile cannot be read or holds something that is not a PID, or what
+  would tell is not the caller's to see).
+  --stop: 0 stopped or was not running, 1 could not stop it, 4 cannot tell.
+  --signal alone and --reload: 0 sent, 7 not running (no pidfile, a stale
+  one, or a dead PID), 4 cannot tell, 125 any other error."
     ),
     (
         "PIDFILE AND LOCKS",
         "Pidfile and locks",
         "  \
-  The pidfile is opened with O_NOFOLLOW (a symlink is refused, never
-  followed), created 0644, and locked with flock(2) before the first fork.
-  The daemon inherits a read-only descriptor holding the lock, so the lock
-  lives exactly as long as the daemon. A second start while the lock is held
-  exits 1 and names the running PID; a pidfile nobody holds a lock on is
+  The pidfile holds the daemon's PID and a newline. It is created 0644 and
+  opened with O_NOFOLLOW (a symlink is refused, never followed). The lock
+  is not on the pidfile, which anyone may read and so could lock, but on
+  its lock file FILE.lock beside it: created 0600, so that only its owner
+  can open it; one that belongs to another user, or is not a regular file,
+  is refused, and one of yours open to others is made 0600 (a descriptor
+  opened before cannot be revoked, though). It is locked with flock(2)
+  before the first fork, and the daemon inherits a read-only descriptor
+  holding the lock, so the lock lives exactly as long as the daemon. -l
+  FILE locks FILE itself, under the same rule; -p F -l F is one locked
+  pidfile. Every lock is taken before any file changes. A second start
+  exits 1 and names the running PID; a pidfile that nobody holds the lock
+  of and that names no daemon (empty, NUL bytes, a dead or reused PID) is
   stale and is taken over. The PID is written before daemonize returns;
-  after a failed start the pidfile is removed rather than left naming a dead
-  process.
+  after a failed start the pidfile and its lock file are removed. The
+  pidfile, lockfile and lock file may not be an output file.
 
-  --status and --stop decide \"running\" by the lock, not by kill(pid, 0), so
-  a PID reused by another process after the daemon died is never reported
-  or signalled. --stop opens a pidfd for the PID, confirms that this very
-  process holds the flock (a PID written into the file by someone else, or
-  reused, does not), signals through the pidfd, and removes the pidfile
-  once the daemon is gone and nobody holds the lock. Processes the daemon
-  started inherit the lock and count as part of it: once the daemon has
-  exited, each one still holding the lock gets the same signal, and SIGKILL
-  at the timeout."
+  Daemons that close every inherited descriptor drop the lock (sshd,
+  dnsmasq). The PID in the pidfile still names such a daemon if that
+  process runs and started no later than the pidfile was last written (a
+  reused PID always starts later), provided only the caller or root can
+  write the pidfile. Starts, --status, --stop and --signal all use this.
+
+  --status, --stop and --signal never use kill(pid, 0): --stop and
+  --signal open a pidfd for the PID, confirm that this very process holds
+  the lock (or is the daemon by the rule above), and signal through the
+  pidfd, so a PID reused by another process is never signalled. --stop
+  removes the pidfile and its lock file once the daemon is gone and nobody
+  holds the lock. Processes the daemon started inherit the lock and count
+  as part of it: once the daemon has exited, each one still holding the
+  lock gets the same signal, and SIGKILL at the timeout. A caller who may
+  not see the lock (another user's lock file, or /proc/PID/fd of another
+  user's process) is told that it cannot tell (4) unless the pidfile shows
+  the daemon."
     ),
     (
         "USERS AND SECURITY",
@@ -178,12 +201,12 @@ pub struct Cli {
     #[arg(long, value_name = "FD[,FD...]", value_delimiter = ',', value_parser = parse_keep_fd)]
     pub keep_fds: Vec<RawFd>,
 
-    /// Write the daemon's PID to FILE and hold a lock on it while the daemon runs;
-    /// refuse to start a second instance
+    /// Write the daemon's PID to FILE and hold a lock (on FILE.lock, 0600) while the
+    /// daemon runs; refuse to start a second instance
     #[arg(short = 'p', long, value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
 
-    /// Hold a lock on FILE while the daemon runs, without writing a PID
+    /// Hold a lock on FILE (created 0600) while the daemon runs, without writing a PID
     #[arg(short = 'l', long, value_name = "FILE")]
     pub lockfile: Option<PathBuf>,
 
@@ -211,7 +234,7 @@ pub struct Cli {
 
     /// Report whether the daemon named by --pidfile runs (LSB codes: 0 running,
     /// 1 stale pidfile, 3 not running, 4 unknown)
-    #[arg(long, requires = "pidfile", conflicts_with_all = ["stop", "command"])]
+    #[arg(long, requires = "pidfile", conflicts_with_all = ["stop", "signal", "command"])]
     pub status: bool,
 
     /// Stop the daemon named by --pidfile: send --signal, wait --timeout seconds,
@@ -219,12 +242,18 @@ pub struct Cli {
     #[arg(long, requires = "pidfile", conflicts_with = "command")]
     pub stop: bool,
 
-    /// Signal for --stop, by name or number [default: TERM]
-    #[arg(long, value_name = "SIG", value_parser = parse_signal, requires = "stop")]
-    pub signal: Option<Signal>,
+    /// With --stop, the signal that stops the daemon [default: TERM]; alone,
+    /// send SIG to the daemon named by --pidfile and do nothing more (exit 7 if it
+    /// is not running). By name or number: TERM, SIGUSR1, 15, RTMIN+3
+    #[arg(long, value_name = "SIG", value_parser = parse_signal, requires = "pidfile", conflicts_with = "command")]
+    pub signal: Option<Sig>,
+
+    /// Send SIGHUP to the daemon named by --pidfile (the same as --signal HUP)
+    #[arg(long, requires = "pidfile", conflicts_with_all = ["status", "stop", "signal", "command"])]
+    pub reload: bool,
 
     /// Seconds --stop waits before sending SIGKILL [default: 10]
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds, requires = "stop")]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
 
     /// Trace each step to standard error (-vv for more; DAEMONIZE_LOG overrides)
@@ -236,7 +265,7 @@ pub struct Cli {
         value_name = "COMMAND",
         trailing_var_arg = true,
         num_args = 1..,
-        required_unless_present_any = ["status", "stop"],
+        required_unless_present_any = ["status", "stop", "signal", "reload"],
         value_parser = clap::builder::OsStringValueParser::new()
     )]
     pub command: Vec<OsString>,
@@ -265,12 +294,78 @@ impl Cli {
         self.ready_timeout.unwrap_or(Duration::from_secs(60))
     }
 
-    pub fn signal(&self) -> Signal {
-        self.signal.unwrap_or(Signal::SIGTERM)
-    }
-
     pub fn timeout(&self) -> Duration {
         self.timeout.unwrap_or(Duration::from_secs(10))
+    }
+
+    /// What this invocation does.
+    pub fn mode(&self) -> Mode<'_> {
+        let Some(pidfile) = self.pidfile.as_deref() else {
+            return Mode::Start;
+        };
+        if self.status {
+            Mode::Status(pidfile)
+        } else if self.stop {
+            Mode::Stop {
+                pidfile,
+                signal: self.signal.unwrap_or(Sig::TERM),
+                timeout: self.timeout(),
+            }
+        } else if let Some(signal) = self.signal.or(self.reload.then_some(Sig::HUP)) {
+            Mode::Signal { pidfile, signal }
+        } else {
+            Mode::Start
+        }
+    }
+}
+
+/// What an invocation does: start a daemon, or one of the control actions
+/// on the daemon a pidfile names.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mode<'a> {
+    Start,
+    Status(&'a Path),
+    Stop {
+        pidfile: &'a Path,
+        signal: Sig,
+        timeout: Duration,
+    },
+    /// `--signal` without `--stop`, or `--reload`.
+    Signal {
+        pidfile: &'a Path,
+        signal: Sig,
+    },
+}
+
+/// A signal for `--signal`: any number the kernel accepts, including the
+/// real-time signals that nix's `Signal` cannot hold (issue 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sig(c_int);
+
+impl Sig {
+    pub const TERM: Sig = Sig(libc::SIGTERM);
+    pub const HUP: Sig = Sig(libc::SIGHUP);
+
+    pub fn number(self) -> c_int {
+        self.0
+    }
+}
+
+impl fmt::Display for Sig {
+    /// `SIGTERM`, `SIGRTMIN+3`, `SIGRTMAX-2`, or `signal 32` for a number
+    /// without a name (glibc keeps 32 and 33 for itself).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        match Signal::try_from(self.0) {
+            Ok(signal) => f.write_str(signal.as_str()),
+            Err(_) if self.0 == min => f.write_str("SIGRTMIN"),
+            Err(_) if self.0 == max => f.write_str("SIGRTMAX"),
+            Err(_) if (min..max).contains(&self.0) && self.0 - min <= max - self.0 => {
+                write!(f, "SIGRTMIN+{}", self.0 - min)
+            }
+            Err(_) if (min..max).contains(&self.0) => write!(f, "SIGRTMAX-{}", max - self.0),
+            Err(_) => write!(f, "signal {}", self.0),
+        }
     }
 }
 
@@ -291,10 +386,11 @@ pub fn parse() -> Result<Cli, u8> {
         }
         _ => usage_error(&usage_line(&err)),
     })?;
-    // clap lets a `requires` go unchecked when the required argument
-    // conflicts with one that is present (here: --stop and COMMAND).
-    if !cli.stop && (cli.signal.is_some() || cli.timeout.is_some()) {
-        return Err(usage_error("--signal and --timeout go with --stop"));
+    // Checked here rather than with clap's `requires`, whose message would
+    // name only --stop, and which clap leaves unchecked when the required
+    // argument conflicts with one that is present (--stop and COMMAND).
+    if !cli.stop && cli.timeout.is_some() {
+        return Err(usage_error("--timeout goes with --stop"));
     }
     // Checked by hand for the same reason, and because a timeout with
     // nothing to wait for is a mistake in the calling script.
@@ -372,19 +468,43 @@ fn parse_ready_fd(s: &str) -> Result<RawFd, String> {
     }
 }
 
-/// A signal by name (`TERM`, `SIGTERM`, `term`) or number (`15`).
-pub fn parse_signal(s: &str) -> Result<Signal, String> {
+/// A signal by name (`TERM`, `SIGTERM`, `term`), real-time name
+/// (`RTMIN`, `RTMIN+3`, `SIGRTMAX-2`) or number (`15`, `37`: from 1 to
+/// SIGRTMAX, as given).
+pub fn parse_signal(s: &str) -> Result<Sig, String> {
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    // `+3` after RTMIN, `-2` after RTMAX, or nothing.
+    let offset = |rest: &str, sign: char| -> Option<c_int> {
+        match rest.strip_prefix(sign) {
+            None if rest.is_empty() => Some(0),
+            Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                digits.parse().ok()
+            }
+            _ => None,
+        }
     };
-    s.parse::<i32>()
-        .ok()
-        .and_then(|n| Signal::try_from(n).ok())
-        .or_else(|| name.parse::<Signal>().ok())
-        .ok_or_else(|| "expected a signal name like TERM or a number like 15".into())
+    let number = if let Ok(n) = s.parse::<c_int>() {
+        Some(n)
+    } else if let Some(rest) = name.strip_prefix("RTMIN") {
+        offset(rest, '+').and_then(|k| min.checked_add(k))
+    } else if let Some(rest) = name.strip_prefix("RTMAX") {
+        offset(rest, '-').and_then(|k| max.checked_sub(k))
+    } else {
+        format!("SIG{name}")
+            .parse::<Signal>()
+            .ok()
+            .map(|signal| signal as c_int)
+    };
+    let named_rt = name.starts_with("RTM");
+    match number {
+        Some(n) if named_rt && (min..=max).contains(&n) => Ok(Sig(n)),
+        Some(n) if !named_rt && (1..=max).contains(&n) => Ok(Sig(n)),
+        _ => Err(format!(
+            "expected a signal name like TERM or RTMIN+3, or a number from 1 to {max}"
+        )),
+    }
 }
 
 /// Non-negative seconds, fractions allowed: `10`, `0.5`; at most a year
@@ -396,4 +516,98 @@ pub fn parse_seconds(s: &str) -> Result<Duration, String> {
         .filter(|secs| *secs <= YEAR)
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         .ok_or_else(|| "expected a number of seconds from 0 to a year, like 10 or 0.5".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn number(s: &str) -> c_int {
+        parse_signal(s)
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+            .number()
+    }
+
+    #[test]
+    fn signals_by_name_sig_name_any_case_and_number() {
+        for s in ["TERM", "SIGTERM", "term", "15"] {
+            assert_eq!(number(s), libc::SIGTERM, "{s}");
+        }
+        assert_eq!(number("HUP"), libc::SIGHUP);
+        assert_eq!(number("sigusr1"), libc::SIGUSR1);
+    }
+
+    #[test]
+    fn real_time_signals_by_name_and_number() {
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        assert_eq!(number("RTMIN"), min);
+        assert_eq!(number("RTMIN+3"), min + 3);
+        assert_eq!(number("SIGRTMIN+3"), min + 3);
+        assert_eq!(number("rtmin+3"), min + 3);
+        assert_eq!(number("RTMAX"), max);
+        assert_eq!(number("RTMAX-2"), max - 2);
+        assert_eq!(number(&(min + 3).to_string()), min + 3);
+        assert_eq!(number(&max.to_string()), max);
+        // Numbers are taken as given, even those glibc keeps for itself.
+        assert_eq!(number("32"), 32);
+    }
+
+    #[test]
+    fn out_of_range_or_malformed_signals_are_refused() {
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        let beyond = format!("RTMIN+{}", max - min + 1);
+        let below = format!("RTMAX-{}", max - min + 1);
+        let over = (max + 1).to_string();
+        for s in [
+            "", "0", "-1", "BOGUS", "SIGBOGUS", "RTMIN-1", "RTMAX+1", "RTMIN+", "RTMIN+x",
+            "RTMIN+ 3", "RTMINUTE", &beyond, &below, &over, "99",
+        ] {
+            assert!(parse_signal(s).is_err(), "{s:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn signals_are_shown_by_their_names() {
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        assert_eq!(Sig::TERM.to_string(), "SIGTERM");
+        assert_eq!(Sig(min).to_string(), "SIGRTMIN");
+        assert_eq!(Sig(min + 3).to_string(), "SIGRTMIN+3");
+        assert_eq!(Sig(max - 2).to_string(), "SIGRTMAX-2");
+        assert_eq!(Sig(max).to_string(), "SIGRTMAX");
+        assert_eq!(Sig(32).to_string(), "signal 32");
+    }
+
+    #[test]
+    fn reload_is_signal_hup_and_signal_alone_is_the_signal_mode() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).expect("parses");
+        let cli = parse(&["daemonize", "-p", "x.pid", "--reload"]);
+        assert_eq!(
+            cli.mode(),
+            Mode::Signal {
+                pidfile: Path::new("x.pid"),
+                signal: Sig::HUP
+            }
+        );
+        let cli = parse(&["daemonize", "-p", "x.pid", "--signal", "USR1"]);
+        assert_eq!(
+            cli.mode(),
+            Mode::Signal {
+                pidfile: Path::new("x.pid"),
+                signal: Sig(libc::SIGUSR1)
+            }
+        );
+        let cli = parse(&["daemonize", "-p", "x.pid", "--stop", "--signal", "INT"]);
+        assert!(matches!(cli.mode(), Mode::Stop { signal, .. } if signal.number() == libc::SIGINT));
+        let cli = parse(&["daemonize", "-p", "x.pid", "--", "true"]);
+        assert_eq!(cli.mode(), Mode::Start);
+        for args in [
+            &["daemonize", "-p", "x.pid", "--reload", "--stop"][..],
+            &["daemonize", "-p", "x.pid", "--reload", "--signal", "HUP"],
+            &["daemonize", "-p", "x.pid", "--status", "--signal", "HUP"],
+            &["daemonize", "--reload"],
+            &["daemonize", "--signal", "HUP"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?} was accepted");
+        }
+    }
 }

@@ -1,26 +1,31 @@
-//! `--status` and `--stop`: questions and orders about the daemon that a
-//! pidfile names.
+//! The control actions, `--status`, `--stop` and `--signal`: questions and
+//! orders about the daemon that a pidfile names.
 //!
-//! Whether the daemon runs is decided by the pidfile's lock, never by
-//! `kill(pid, 0)`: the lock dies with the daemon, while its PID may be
-//! reused by an unrelated process. `--stop` additionally opens a pidfd and
-//! confirms the lock and the PID *after* opening it, then signals through
-//! the pidfd, so a reused PID is never signalled.
+//! The daemon is found by the pidfile's lock (held on its companion, see
+//! `pidfile`), never by `kill(pid, 0)`: the lock dies with the daemon,
+//! while its PID may be reused by an unrelated process. When nobody holds
+//! the lock, the identity rule (`identity`) still finds a daemon that closed
+//! its descriptors, as sshd and dnsmasq do. Before any signal, the process
+//! is pinned with a pidfd and checked (lock or identity) *after* the pidfd
+//! was opened, and the signal goes through the pidfd, so a reused PID is
+//! never signalled.
 
 use std::fs::File;
-use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use nix::errno::Errno;
+use nix::libc::c_int;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
 
-use crate::error::{EXIT_RUNNING, Failure};
-use crate::pidfile;
+use crate::cli::Sig;
+use crate::error::{EXIT_FAILURE, EXIT_RUNNING, Failure};
+use crate::identity;
+use crate::pidfile::{self, Companion, Removal};
 use crate::sys::{pidfd_exited_within, pidfd_open, pidfd_send_signal};
 
 /// LSB init-script status codes (LSB 4.1, "Init Script Actions").
@@ -28,162 +33,419 @@ const STATUS_RUNNING: u8 = 0;
 const STATUS_DEAD_PIDFILE_EXISTS: u8 = 1;
 const STATUS_NOT_RUNNING: u8 = 3;
 const STATUS_UNKNOWN: u8 = 4;
+/// LSB's exit status of an action on a program that is not running.
+const EXIT_NOT_RUNNING: u8 = 7;
 
 /// How long to wait for a process to vanish after SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
-/// `--status`: 0 running (prints the PID), 1 stale pidfile, 3 no pidfile,
-/// 4 cannot tell.
-pub fn status(path: &Path) -> Result<u8, Failure> {
-    let unknown = |e: anyhow::Error| {
+/// The pidfile and its lock file, as a control action opened them.
+struct Pidfile<'a> {
+    path: &'a Path,
+    file: File,
+    companion: Companion,
+}
+
+/// What the pidfile says about the daemon.
+enum Found<'a> {
+    /// Nobody holds the lock and the pidfile names no daemon: it is empty,
+    /// or its PID is dead or was reused by another process.
+    Stale,
+    /// The daemon, pinned by a pidfd; found by its lock, or by the identity
+    /// rule when it runs without it.
+    Daemon {
+        pid: Pid,
+        pidfd: OwnedFd,
+        by_lock: bool,
+    },
+    /// The lock is held, but not by the PID in the file (it has exited, or
+    /// it is not the daemon), or the file holds no PID yet (a start in
+    /// progress). The processes holding the lock (on `lock`, the lock
+    /// file) are the instance.
+    Holders { pid: Option<Pid>, lock: &'a File },
+}
+
+/// Why a control action cannot go on.
+enum Problem {
+    /// The caller cannot tell whether the daemon runs (LSB 4): the pidfile
+    /// holds no PID, or what would tell is not the caller's to see.
+    CannotTell(anyhow::Error),
+    /// The pidfile or its lock file is unusable (a symlink, a directory).
+    Broken(anyhow::Error),
+}
+
+impl Problem {
+    /// For `--status`, whose only answer to either is "unknown".
+    fn unknown(self) -> Failure {
+        let (Problem::CannotTell(e) | Problem::Broken(e)) = self;
         Failure::new(
             STATUS_UNKNOWN,
             e.context("cannot tell whether the daemon runs"),
         )
-    };
-    let file = match pidfile::open_existing(path) {
-        Ok(Some(file)) => file,
-        Ok(None) => {
-            say(&format!("not running (no pidfile '{}')", path.display()));
-            return Ok(STATUS_NOT_RUNNING);
-        }
-        Err(e) => return Err(unknown(e.error)),
-    };
-    let locked = pidfile::is_locked(&file).map_err(|e| unknown(lock_error(path, e)))?;
-    if !locked {
-        say(&format!("not running (stale pidfile '{}')", path.display()));
-        return Ok(STATUS_DEAD_PIDFILE_EXISTS);
     }
-    match pidfile::read_pid(&file) {
-        Ok(Some(pid)) if holds_lock(pid, &file) => say(&format!("running (pid {pid})")),
-        // The lock is held, but not by the PID the file names: the daemon
-        // has exited and processes it started keep its lock.
-        Ok(Some(pid)) => say(&format!(
-            "running (pid {pid} has exited; processes {} still hold the lock)",
-            list(&lock_holders(&file))
-        )),
+
+    /// As a failure with `broken` as the exit status of a broken pidfile.
+    fn into_failure(self, broken: u8, context: &str) -> Failure {
+        match self {
+            Problem::CannotTell(e) => Failure::new(
+                STATUS_UNKNOWN,
+                e.context("cannot tell whether the daemon runs"),
+            ),
+            Problem::Broken(e) => Failure::new(broken, e.context(context.to_owned())),
+        }
+    }
+}
+
+impl From<Failure> for Problem {
+    /// A pidfile the caller may not read is a question it cannot answer.
+    fn from(failure: Failure) -> Problem {
+        let denied = failure
+            .error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
+        if denied {
+            Problem::CannotTell(failure.error)
+        } else {
+            Problem::Broken(failure.error)
+        }
+    }
+}
+
+/// Opens the pidfile and its lock file; `None` if there is no pidfile.
+fn open(path: &Path) -> Result<Option<Pidfile<'_>>, Problem> {
+    let Some(file) = pidfile::open_existing(path)? else {
+        return Ok(None);
+    };
+    let companion = pidfile::open_companion(path)?;
+    Ok(Some(Pidfile {
+        path,
+        file,
+        companion,
+    }))
+}
+
+/// Finds the daemon that the pidfile names.
+fn find<'a>(pf: &'a Pidfile) -> Result<Found<'a>, Problem> {
+    let read = || {
+        pidfile::read_pid(&pf.file).map_err(|e| {
+            Problem::CannotTell(e.context(format!("cannot read pidfile '{}'", pf.path.display())))
+        })
+    };
+    // The lock first, then the content: a start locks, then empties the
+    // file, then writes the PID, so a locked file never shows a stale PID.
+    if let Companion::Open(lock) = &pf.companion
+        && probe(pf, lock)?
+    {
+        return by_lock(pf, lock, read()?);
+    }
+    let pid = read()?;
+    let found = match pid {
+        Some(pid) => by_identity(pf, pid)?,
+        None => None,
+    };
+    match (found, &pf.companion) {
+        (Some(found), _) => Ok(found),
+        // Nobody holds the lock and the file names no daemon.
+        (None, Companion::Open(_) | Companion::Missing) => Ok(Found::Stale),
+        (None, Companion::Denied(e)) => {
+            let why = match pid {
+                Some(pid) => format!("the pidfile alone cannot show that pid {pid} is the daemon"),
+                None => format!("'{}' holds no PID", pf.path.display()),
+            };
+            Err(Problem::CannotTell(
+                anyhow!(std::io::Error::from_raw_os_error(
+                    e.raw_os_error().unwrap_or(nix::libc::EACCES)
+                ))
+                .context(format!(
+                    "{why}, and only the owner of lock file '{}' (and root) can see its lock",
+                    pidfile::companion_path(pf.path).display()
+                )),
+            ))
+        }
+    }
+}
+
+/// Whether someone holds the lock.
+fn probe(pf: &Pidfile, lock: &File) -> Result<bool, Problem> {
+    pidfile::is_locked(lock).map_err(|e| {
+        Problem::CannotTell(anyhow!(e).context(format!(
+            "cannot probe the lock on '{}'",
+            pidfile::companion_path(pf.path).display()
+        )))
+    })
+}
+
+/// The daemon by the identity rule, if `pid` is it.
+fn by_identity(pf: &Pidfile, pid: Pid) -> Result<Option<Found<'static>>, Problem> {
+    let pidfd = identity::identify(&pf.file, pid).map_err(|e| {
+        Problem::CannotTell(e.context(format!("cannot check pid {pid} in '{}'", pf.path.display())))
+    })?;
+    Ok(pidfd.map(|pidfd| {
+        tracing::info!(pid = pid.as_raw(), "the daemon found by the identity rule");
+        Found::Daemon {
+            pid,
+            pidfd,
+            by_lock: false,
+        }
+    }))
+}
+
+/// The lock is held: by the PID in the file, or by others.
+fn by_lock<'a>(pf: &Pidfile, lock: &'a File, pid: Option<Pid>) -> Result<Found<'a>, Problem> {
+    let Some(pid) = pid else {
+        return Ok(Found::Holders { pid: None, lock });
+    };
+    let pidfd = match pidfd_open(pid) {
+        Ok(fd) => fd,
+        // Gone (or a thread's ID): processes it started hold the lock.
+        Err(Errno::ESRCH | Errno::EINVAL) => {
+            return Ok(Found::Holders {
+                pid: Some(pid),
+                lock,
+            });
+        }
+        Err(e) => {
+            return Err(Problem::CannotTell(
+                anyhow!(e).context(format!("cannot open a pidfd for pid {pid}")),
+            ));
+        }
+    };
+    // The pidfd now pins whatever process has this PID. Only if that
+    // process holds the lock is it the daemon: the PID may have been reused
+    // since the daemon died (its children keeping the lock), or the file
+    // rewritten by someone who may write it.
+    match holds_lock(pid, lock) {
+        Ok(true) => Ok(Found::Daemon {
+            pid,
+            pidfd,
+            by_lock: true,
+        }),
+        Ok(false) => Ok(Found::Holders {
+            pid: Some(pid),
+            lock,
+        }),
+        // Not ours to see (another user's process, or one that is not
+        // dumpable): that is no answer, but the identity rule may be.
+        Err(e) => match by_identity(pf, pid)? {
+            Some(found) => Ok(found),
+            None => Err(Problem::CannotTell(
+                e.context(format!("cannot see whether pid {pid} holds the lock")),
+            )),
+        },
+    }
+}
+
+/// `--status`: 0 running (prints the PID), 1 stale pidfile, 3 no pidfile,
+/// 4 cannot tell.
+pub fn status(path: &Path) -> Result<u8, Failure> {
+    let Some(pf) = open(path).map_err(Problem::unknown)? else {
+        say(&format!("not running (no pidfile '{}')", path.display()));
+        return Ok(STATUS_NOT_RUNNING);
+    };
+    match find(&pf).map_err(Problem::unknown)? {
+        Found::Stale => {
+            say(&format!("not running (stale pidfile '{}')", path.display()));
+            return Ok(STATUS_DEAD_PIDFILE_EXISTS);
+        }
+        Found::Daemon { pid, .. } => say(&format!("running (pid {pid})")),
         // Locked but still empty: a start is between its lock and its write.
-        Ok(None) => say(&format!(
+        Found::Holders { pid: None, .. } => say(&format!(
             "running (starting; no PID in '{}' yet)",
             path.display()
         )),
-        Err(e) => {
-            return Err(unknown(
-                e.context(format!("cannot read pidfile '{}'", path.display())),
+        // The lock is held, but not by the PID the file names: the daemon
+        // has exited and processes it started keep its lock.
+        Found::Holders {
+            pid: Some(pid),
+            lock,
+        } => {
+            let holders = visible_holders(lock).map_err(Problem::unknown)?;
+            let what = if identity::is_alive(pid) {
+                "does not hold the lock"
+            } else {
+                "has exited"
+            };
+            say(&format!(
+                "running (pid {pid} {what}; processes {} hold the lock)",
+                list(&holders)
             ));
         }
     }
     Ok(STATUS_RUNNING)
 }
 
-/// `--stop`: signal, wait up to `timeout`, then SIGKILL. Exit 0 once the
-/// daemon is gone (or was not running), 1 if it could not be stopped.
-pub fn stop(path: &Path, signal: Signal, timeout: Duration) -> Result<u8, Failure> {
-    let cannot = |e: anyhow::Error| Failure::new(EXIT_RUNNING, e.context("cannot stop the daemon"));
-    let file = match pidfile::open_existing(path) {
-        Ok(Some(file)) => file,
-        Ok(None) => {
-            tracing::info!(path = %path.display(), "no pidfile: not running");
-            return Ok(0);
-        }
-        Err(e) => return Err(cannot(e.error)),
+/// `--signal` without `--stop`: sends `signal` to the daemon and nothing
+/// more. 0 once sent, 7 if no daemon runs, 4 if the caller cannot tell.
+pub fn signal(path: &Path, signal: Sig) -> Result<u8, Failure> {
+    let context = format!("cannot send {signal}");
+    let not_running = |why: String| {
+        Failure::new(
+            EXIT_NOT_RUNNING,
+            anyhow!("the daemon is not running ({why})").context(context.clone()),
+        )
     };
-    if !pidfile::is_locked(&file).map_err(|e| cannot(lock_error(path, e)))? {
-        tracing::info!(path = %path.display(), "not running");
-        remove_unlocked(path, &file);
-        return Ok(0);
+    let Some(pf) = open(path).map_err(|p| p.into_failure(EXIT_FAILURE, &context))? else {
+        return Err(not_running(format!("no pidfile '{}'", path.display())));
+    };
+    match find(&pf).map_err(|p| p.into_failure(EXIT_FAILURE, &context))? {
+        Found::Stale => Err(not_running(format!("stale pidfile '{}'", path.display()))),
+        Found::Holders { pid: None, .. } => Err(Failure::new(
+            STATUS_UNKNOWN,
+            anyhow!(
+                "a start is in progress (no PID in '{}' yet)",
+                path.display()
+            )
+            .context(context),
+        )),
+        Found::Holders { pid: Some(pid), .. } if !identity::is_alive(pid) => Err(not_running(
+            format!("pid {pid} has exited; processes it started hold its lock"),
+        )),
+        Found::Holders { pid: Some(pid), .. } => Err(Failure::new(
+            STATUS_UNKNOWN,
+            anyhow!("pid {pid} in '{}' does not hold its lock", path.display())
+                .context("cannot tell which process is the daemon"),
+        )),
+        Found::Daemon {
+            pid,
+            pidfd,
+            by_lock,
+        } => {
+            tracing::info!(pid = pid.as_raw(), %signal, by_lock, "signalling the daemon");
+            match pidfd_send_signal(&pidfd, signal.number()) {
+                Ok(()) => Ok(0),
+                Err(Errno::ESRCH) => Err(not_running(format!("pid {pid} has just exited"))),
+                Err(e) => Err(anyhow!(e)
+                    .context(format!("cannot send {signal} to pid {pid}"))
+                    .into()),
+            }
+        }
     }
+}
+
+/// `--stop`: signal, wait up to `timeout`, then SIGKILL, and remove the
+/// pidfile. Exit 0 once the daemon is gone (or was not running), 1 if it
+/// could not be stopped, 4 if the caller cannot tell.
+pub fn stop(path: &Path, signal: Sig, timeout: Duration) -> Result<u8, Failure> {
+    let context = "cannot stop the daemon";
+    let cannot = |e: anyhow::Error| Failure::new(EXIT_RUNNING, e.context(context));
+    let problem = |p: Problem| p.into_failure(EXIT_RUNNING, context);
+    let Some(pf) = open(path).map_err(problem)? else {
+        tracing::info!(path = %path.display(), "no pidfile: not running");
+        return Ok(0);
+    };
     let deadline = Instant::now()
         .checked_add(timeout)
         .unwrap_or_else(far_future);
-    let pid = match pidfile::read_pid(&file) {
-        Ok(Some(pid)) => pid,
-        // Locked but empty: a start is in progress, or the daemonize that
-        // started it died before writing the PID. The lock's holders are
-        // the instance either way.
-        Ok(None) => return stop_holders(path, &file, signal, deadline).map_err(cannot),
-        Err(e) => {
-            return Err(cannot(
-                e.context(format!("cannot read pidfile '{}'", path.display())),
-            ));
+    // A live PID that did not hold the lock while the lock was held is not
+    // the daemon, even once the lock is free: the lock decides while it is
+    // held (someone who may write the pidfile may have put any PID in it).
+    let mut not_daemon = None;
+    // Each pass ends one way the daemon can be found; it takes at most a
+    // daemon found by its lock, its children still holding the lock, and
+    // then the identity rule, before the pidfile is stale.
+    for _ in 0..4 {
+        match find(&pf).map_err(problem)? {
+            Found::Daemon { pid, by_lock, .. } if !by_lock && Some(pid) == not_daemon => {
+                return Ok(remove(&pf, not_daemon));
+            }
+            Found::Stale => return Ok(remove(&pf, not_daemon)),
+            Found::Holders { pid, lock } => {
+                not_daemon = pid.filter(|&pid| identity::is_alive(pid));
+                if stop_holders(&pf, lock, signal, deadline, not_daemon).map_err(problem)? {
+                    return Ok(0);
+                }
+            }
+            Found::Daemon {
+                pid,
+                pidfd,
+                by_lock,
+            } => {
+                stop_daemon(pid, &pidfd, signal, deadline).map_err(cannot)?;
+                if !by_lock && matches!(pf.companion, Companion::Denied(_)) {
+                    // Stopped, but its lock file is not ours to take, so
+                    // the pidfile stays (stale: the next start takes it).
+                    tracing::warn!(path = %path.display(), "cannot remove the pidfile");
+                    return Ok(0);
+                }
+            }
         }
-    };
-    let pidfd = match pidfd_open(pid) {
-        Ok(fd) => fd,
-        Err(Errno::ESRCH) => {
-            // The daemon is gone, but processes it started hold the lock.
-            tracing::info!(
-                pid = pid.as_raw(),
-                "the daemon has exited; its lock is still held"
-            );
-            return stop_holders(path, &file, signal, deadline).map_err(cannot);
-        }
-        Err(e) => {
-            return Err(cannot(
-                anyhow!(e).context(format!("cannot open a pidfd for pid {pid}")),
-            ));
-        }
-    };
-    // The pidfd now pins whatever process has this PID. Only if that
-    // process holds the pidfile's lock is it the daemon: the PID may have
-    // been reused since the daemon died (its children keeping the lock), or
-    // the file rewritten by someone who may write it.
-    if !holds_lock(pid, &file) {
-        tracing::info!(
-            pid = pid.as_raw(),
-            "pid does not hold the lock: not signalling it"
-        );
-        return stop_holders(path, &file, signal, deadline).map_err(cannot);
     }
+    Err(cannot(anyhow!(
+        "it keeps running according to '{}'",
+        path.display()
+    )))
+}
 
+/// The end of a `--stop` that found no daemon (left): exit 0, with the
+/// pidfile removed when it may be.
+fn remove(pf: &Pidfile, not_daemon: Option<Pid>) -> u8 {
+    tracing::info!(path = %pf.path.display(), "not running");
+    if pidfile::remove_stale(pf.path, &pf.file, &pf.companion, not_daemon) != Removal::Removed {
+        tracing::info!(path = %pf.path.display(), "pidfile left in place");
+    }
+    0
+}
+
+/// Signals the daemon through its pidfd, waits until the deadline, then
+/// sends SIGKILL; returns once it has exited.
+fn stop_daemon(pid: Pid, pidfd: &OwnedFd, signal: Sig, deadline: Instant) -> anyhow::Result<()> {
     tracing::info!(pid = pid.as_raw(), %signal, "signalling");
-    send(&pidfd, signal, pid).map_err(cannot)?;
-    if !wait_exit(&pidfd, deadline.saturating_duration_since(Instant::now())).map_err(cannot)? {
+    send(pidfd, signal.number(), &signal, pid)?;
+    if !wait_exit(pidfd, deadline.saturating_duration_since(Instant::now()))? {
         tracing::info!(
             pid = pid.as_raw(),
-            ?timeout,
             "still running after the timeout: sending SIGKILL"
         );
-        send(&pidfd, Signal::SIGKILL, pid).map_err(cannot)?;
-        if !wait_exit(&pidfd, KILL_GRACE).map_err(cannot)? {
-            return Err(cannot(anyhow!("pid {pid} is still running after SIGKILL")));
+        send(pidfd, Signal::SIGKILL as c_int, &Signal::SIGKILL, pid)?;
+        if !wait_exit(pidfd, KILL_GRACE)? {
+            return Err(anyhow!("pid {pid} is still running after SIGKILL"));
         }
     }
     tracing::info!(pid = pid.as_raw(), "stopped");
-    stop_holders(path, &file, signal, deadline).map_err(cannot)
+    Ok(())
 }
 
 /// After the daemon itself has exited, processes it started may still hold
 /// the lock: they inherited its descriptor, as children do. The lock is
 /// the daemon's lifetime, so they are part of it: each gets `signal`
-/// (through a pidfd, once it is confirmed to hold the pidfile open), then
-/// SIGKILL at the deadline. The pidfile is removed once the lock is free.
-fn stop_holders(path: &Path, file: &File, signal: Signal, deadline: Instant) -> anyhow::Result<u8> {
+/// (through a pidfd, once it is confirmed to hold the lock), then SIGKILL
+/// at the deadline. Returns once the lock is free: true if the pidfile was
+/// removed with it, false if the pidfile now needs another look (it names
+/// a daemon by the identity rule, or is not a pidfile).
+fn stop_holders(
+    pf: &Pidfile,
+    lock: &File,
+    signal: Sig,
+    deadline: Instant,
+    not_daemon: Option<Pid>,
+) -> Result<bool, Problem> {
     let mut signalled: Vec<Pid> = Vec::new();
     let mut killed = false;
     loop {
-        if remove_unlocked(path, file) {
-            return Ok(0);
+        match pidfile::remove_stale(pf.path, &pf.file, &pf.companion, not_daemon) {
+            Removal::Removed => return Ok(true),
+            Removal::Kept => return Ok(false),
+            Removal::Busy => {}
         }
         let now = Instant::now();
-        let holders = lock_holders(file);
+        let holders = visible_holders(lock)?;
         if killed && now >= deadline + KILL_GRACE {
-            return Err(anyhow!(
+            return Err(Problem::Broken(anyhow!(
                 "the daemon has exited, but processes {} still hold the lock on '{}' after SIGKILL",
                 list(&holders),
-                path.display()
-            ));
+                pidfile::companion_path(pf.path).display()
+            )));
         }
         if now < deadline {
             for holder in holders {
                 if !signalled.contains(&holder) {
-                    signal_holder(file, holder, signal);
+                    signal_holder(lock, holder, signal.number(), &signal);
                     signalled.push(holder);
                 }
             }
         } else if !killed {
             for holder in holders {
-                signal_holder(file, holder, Signal::SIGKILL);
+                signal_holder(lock, holder, Signal::SIGKILL as c_int, &Signal::SIGKILL);
             }
             killed = true;
         }
@@ -195,21 +457,38 @@ fn stop_holders(path: &Path, file: &File, signal: Signal, deadline: Instant) -> 
 /// for a release with a timeout.
 const HOLDER_POLL: Duration = Duration::from_millis(10);
 
-/// Signals `pid` only if, once pinned by a pidfd, it still has the
-/// pidfile open: a PID reused meanwhile belongs to a process that does not.
-fn signal_holder(file: &File, pid: Pid, signal: Signal) {
+/// Signals `pid` only if, once pinned by a pidfd, it still holds the lock:
+/// a PID reused meanwhile belongs to a process that does not.
+fn signal_holder(lock: &File, pid: Pid, number: c_int, name: &dyn std::fmt::Display) {
     if let Ok(pidfd) = pidfd_open(pid)
-        && holds_lock(pid, file)
+        && holds_lock(pid, lock).unwrap_or(false)
     {
-        tracing::info!(pid = pid.as_raw(), %signal, "signalling a process that holds the lock");
-        let _ = pidfd_send_signal(&pidfd, signal);
+        tracing::info!(pid = pid.as_raw(), signal = %name, "signalling a process that holds the lock");
+        let _ = pidfd_send_signal(&pidfd, number);
     }
 }
 
-/// Processes other than daemonize itself that hold the lock on `file`.
-fn lock_holders(file: &File) -> Vec<Pid> {
+/// The processes that hold the lock, when the caller can see them all: if
+/// none is visible while the lock is still held and some processes could
+/// not be inspected (another user's, or not dumpable), the holders are
+/// hidden from the caller, who cannot tell what runs.
+fn visible_holders(lock: &File) -> Result<Vec<Pid>, Problem> {
+    let (holders, hidden) = lock_holders(lock);
+    match hidden {
+        Some(e) if holders.is_empty() && pidfile::is_locked(lock).unwrap_or(true) => {
+            Err(Problem::CannotTell(e.context(
+                "the lock is held by processes the caller may not inspect",
+            )))
+        }
+        _ => Ok(holders),
+    }
+}
+
+/// Processes other than daemonize itself that hold the lock on `lock`, and
+/// the first error met inspecting one, if any.
+fn lock_holders(lock: &File) -> (Vec<Pid>, Option<anyhow::Error>) {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+        return (Vec::new(), Some(anyhow!("cannot read '/proc'")));
     };
     // Other daemonize processes take the lock for a moment (a concurrent
     // --stop removing the pidfile) or hold it for a start in progress; they
@@ -218,34 +497,57 @@ fn lock_holders(file: &File) -> Vec<Pid> {
         let exe = |p: &str| std::fs::metadata(format!("/proc/{p}/exe")).ok();
         matches!((exe("self"), exe(&pid.to_string())), (Some(a), Some(b)) if a.dev() == b.dev() && a.ino() == b.ino())
     };
-    entries
+    let mut hidden = None;
+    let holders = entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| !same_image(pid))
         .map(Pid::from_raw)
-        .filter(|&pid| holds_lock(pid, file))
-        .collect()
+        .filter(|&pid| match holds_lock(pid, lock) {
+            Ok(holds) => holds,
+            Err(e) => {
+                hidden.get_or_insert(e);
+                false
+            }
+        })
+        .collect();
+    (holders, hidden)
 }
 
-/// Whether process `pid` holds the exclusive flock on `file`'s inode: it has
-/// a descriptor on the inode whose open file description carries the lock
-/// (`/proc/PID/fdinfo` lists a description's locks). A process that merely
-/// has the file open (`tail -f`, another `--status`) does not.
-fn holds_lock(pid: Pid, file: &File) -> bool {
-    let Ok(ours) = file.metadata() else {
-        return false;
+/// Whether process `pid` holds the exclusive flock on `lock`'s inode: it
+/// has a descriptor on the inode whose open file description carries the
+/// lock (`/proc/PID/fdinfo` lists a description's locks). A process that
+/// merely has the file open does not. An error means the caller may not
+/// look (another user's process, or one that is not dumpable): that is no
+/// answer, never a "no".
+fn holds_lock(pid: Pid, lock: &File) -> anyhow::Result<bool> {
+    let ours = lock.metadata()?;
+    let dir = format!("/proc/{pid}/fd");
+    let fds = match std::fs::read_dir(&dir) {
+        Ok(fds) => fds,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(anyhow!(e).context(format!("cannot read '{dir}'"))),
     };
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.filter_map(Result::ok).any(|fd| {
+    for fd in fds.filter_map(Result::ok) {
         let same = std::fs::metadata(fd.path())
             .is_ok_and(|m| m.dev() == ours.dev() && m.ino() == ours.ino());
-        same && std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().display()))
-            .is_ok_and(|info| {
-                info.lines()
+        if !same {
+            continue;
+        }
+        let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().display());
+        match std::fs::read_to_string(&info) {
+            Ok(text) => {
+                if text
+                    .lines()
                     .any(|l| l.starts_with("lock:") && l.contains("FLOCK") && l.contains("WRITE"))
-            })
-    })
+                {
+                    return Ok(true);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow!(e).context(format!("cannot read '{info}'"))),
+        }
+    }
+    Ok(false)
 }
 
 /// `[123, 456]`.
@@ -269,11 +571,16 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
-fn send(pidfd: &OwnedFd, signal: Signal, pid: Pid) -> anyhow::Result<()> {
-    match pidfd_send_signal(pidfd, signal) {
+fn send(
+    pidfd: &OwnedFd,
+    number: c_int,
+    name: &dyn std::fmt::Display,
+    pid: Pid,
+) -> anyhow::Result<()> {
+    match pidfd_send_signal(pidfd, number) {
         // Exited between our checks and the signal: nothing left to stop.
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
-        Err(e) => Err(anyhow!(e).context(format!("cannot send {signal} to pid {pid}"))),
+        Err(e) => Err(anyhow!(e).context(format!("cannot send {name} to pid {pid}"))),
     }
 }
 
@@ -281,24 +588,4 @@ fn send(pidfd: &OwnedFd, signal: Signal, pid: Pid) -> anyhow::Result<()> {
 fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> anyhow::Result<bool> {
     pidfd_exited_within(pidfd, timeout)
         .map_err(|e| anyhow!(e).context("cannot wait for the daemon to exit"))
-}
-
-/// Removes the pidfile if nobody holds its lock (taking the lock ourselves
-/// so no start can slip in between) and it looks like a pidfile (empty, or
-/// one PID): `-p` naming the wrong file must not delete it. False if the
-/// lock is held.
-fn remove_unlocked(path: &Path, file: &File) -> bool {
-    match file.try_lock() {
-        Ok(()) => {
-            if pidfile::read_pid(file).is_ok() {
-                pidfile::remove_if_same(path, file);
-            }
-            true
-        }
-        Err(_) => false,
-    }
-}
-
-fn lock_error(path: &Path, e: io::Error) -> anyhow::Error {
-    anyhow!(e).context(format!("cannot probe the lock on '{}'", path.display()))
 }

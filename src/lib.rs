@@ -5,7 +5,8 @@
 //! - `plan`: the command line resolved into a launch plan, before fork;
 //! - `output`: the daemon's log files;
 //! - `pidfile`: the pidfile and lockfile, locked for single instance;
-//! - `control`: `--status` and `--stop`;
+//! - `control`: `--status`, `--stop` and `--signal`;
+//! - `identity`: whether a PID in a pidfile is the daemon that wrote it;
 //! - `user`: `--user` and `--group` resolved to ids before fork;
 //! - `detach`: the double fork and exec: the fork-child code, with `unsafe`;
 //! - `sys`: thin wrappers over raw system calls (pidfds, descriptors, NSS),
@@ -24,6 +25,7 @@ pub mod cli;
 mod control;
 mod detach;
 mod error;
+mod identity;
 mod launch;
 // The supervisor's decisions; its loop (issue 10) is not built yet.
 pub mod logging;
@@ -63,12 +65,18 @@ pub fn main() -> u8 {
 /// Runs one parsed invocation and returns its exit status.
 pub fn run(cli: cli::Cli) -> Result<u8, Failure> {
     user::refuse_setid()?;
-    match (&cli.pidfile, cli.status, cli.stop) {
-        (Some(path), true, _) => return control::status(path),
-        (Some(path), _, true) => return control::stop(path, cli.signal(), cli.timeout()),
-        _ => {}
+    match cli.mode() {
+        cli::Mode::Status(pidfile) => control::status(pidfile),
+        cli::Mode::Stop {
+            pidfile,
+            signal,
+            timeout,
+        } => control::stop(pidfile, signal, timeout),
+        cli::Mode::Signal { pidfile, signal } => control::signal(pidfile, signal),
+        cli::Mode::Start => {
+            let mut plan = plan::Plan::new(&cli)?;
+            launch::start(&mut plan)?;
+            Ok(0)
+        }
     }
-    let mut plan = plan::Plan::new(&cli)?;
-    launch::start(&mut plan)?;
-    Ok(0)
 }

@@ -106,23 +106,8 @@ impl Plan {
             Mode::empty(),
         )
         .context("cannot open '/dev/null'")?;
-        let mut locks = Vec::new();
-        if let Some(path) = &cli.pidfile {
-            locks.push(Lock::acquire(path, Kind::Pidfile)?);
-        }
-        if let Some(path) = &cli.lockfile {
-            if locks
-                .first()
-                .is_some_and(|pidfile| pidfile.is_same_file(path))
-            {
-                return Err(anyhow::anyhow!(
-                    "--pidfile and --lockfile name the same file '{}'; give one of them",
-                    path.display()
-                )
-                .into());
-            }
-            locks.push(Lock::acquire(path, Kind::Lockfile)?);
-        }
+        let locks = Lock::acquire_all(cli.pidfile.as_deref(), cli.lockfile.as_deref())?;
+        refuse_output_on_a_lock(cli, &locks)?;
         tracing::info!(
             command = ?cli.command,
             chdir = %cli.chdir().display(),
@@ -209,6 +194,46 @@ fn environment(
             CString::new(entry).context("environment variable contains a NUL byte")
         })
         .collect()
+}
+
+/// The daemon's output must not land in its pidfile, lockfile or lock file
+/// (issue 9: `-p F -o F` corrupts the PID, and the daemon can no longer be
+/// stopped). The files are compared, not the names: the output path is
+/// followed through symlinks, after the locks have created their files. On
+/// refusal nothing is left of this start.
+fn refuse_output_on_a_lock(cli: &Cli, locks: &[Lock]) -> Result<(), Failure> {
+    let outputs = [("--stdout", &cli.stdout), ("--stderr", &cli.stderr)];
+    for (option, output) in outputs {
+        let Some(output) = output else { continue };
+        for lock in locks {
+            let Some(file) = lock.file_named_by(output) else {
+                continue;
+            };
+            let locked = match lock.kind {
+                Kind::Pidfile => "--pidfile",
+                Kind::Lockfile => "--lockfile",
+            };
+            let what = if file == lock.path {
+                format!("{locked} '{}'", lock.path.display())
+            } else {
+                format!(
+                    "the lock file '{}' of {locked} '{}'",
+                    file.display(),
+                    lock.path.display()
+                )
+            };
+            for lock in locks {
+                lock.discard();
+            }
+            return Err(anyhow::anyhow!(
+                "{option} '{}' is the same file as {what}: the daemon's output would \
+                 overwrite it",
+                output.display()
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Each descriptor named by `--keep-fds` must be open now: keeping a closed

@@ -146,15 +146,34 @@ pub fn pidfd_exited_within(pidfd: &OwnedFd, timeout: std::time::Duration) -> nix
     }
 }
 
+/// A signal number as the kernel takes it. nix's `Signal` cannot hold the
+/// real-time signals (`SIGRTMIN+3`), so callers that accept any signal
+/// pass the raw number; callers with a `Signal` pass that.
+pub trait SignalNumber {
+    fn number(self) -> c_int;
+}
+
+impl SignalNumber for c_int {
+    fn number(self) -> c_int {
+        self
+    }
+}
+
+impl SignalNumber for nix::sys::signal::Signal {
+    fn number(self) -> c_int {
+        self as c_int
+    }
+}
+
 /// `pidfd_send_signal(2)`: signals exactly the process `pidfd` refers to.
-pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: nix::sys::signal::Signal) -> nix::Result<()> {
+pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: impl SignalNumber) -> nix::Result<()> {
     // SAFETY: a NULL siginfo asks the kernel to fill it in as kill(2) would;
     // the descriptor is valid for the duration of the borrow.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd.as_raw_fd(),
-            signal as c_int,
+            signal.number(),
             ptr::null::<libc::siginfo_t>(),
             0 as c_uint,
         )

@@ -37,6 +37,22 @@ fn tempdir() -> TempDir {
     tempfile::tempdir().expect("cannot create a temporary directory")
 }
 
+/// The lock file of a pidfile, which carries its lock: `FILE.lock`.
+fn lock_of(pidfile: &Path) -> PathBuf {
+    let mut name = pidfile.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Writes a stale pidfile naming `pid`, a process that started after the
+/// file was written (its mtime is long past), as one that reused the PID
+/// of a dead daemon would: the identity rule must not take it for the
+/// daemon.
+fn write_stale_pidfile(pidfile: &Path, pid: i32) {
+    fs::write(pidfile, format!("{pid}\n")).unwrap();
+    set_old_mtime(pidfile);
+}
+
 /// `-p FILE`.
 fn pidfile_option(pidfile: &Path) -> [&OsStr; 2] {
     [OsStr::new("-p"), pidfile.as_os_str()]
@@ -96,8 +112,9 @@ fn fdinfo(pid: i32, fd: i32) -> String {
 }
 
 /// Asserts that the daemon's descriptors are 0, 1, 2 on `/dev/null` and
-/// exactly one more, on `file`, open read-only and carrying an exclusive
-/// `flock` (the kernel lists it in fdinfo). Returns that descriptor.
+/// exactly one more, on `file` (a pidfile's lock file, or a lockfile),
+/// open read-only and carrying an exclusive `flock` (the kernel lists it in
+/// fdinfo). Returns that descriptor.
 #[track_caller]
 fn assert_holds_lock_on(daemon: &Daemon, file: &Path) -> i32 {
     assert_descriptors(daemon, Path::new("/dev/null"), file)
@@ -189,8 +206,11 @@ fn mtime(path: &Path) -> SystemTime {
 // The pidfile of a running daemon
 // ---------------------------------------------------------------------------
 
+/// The pidfile is `0644` and holds only the PID; the lock is on its
+/// companion `FILE.lock`, `0600` (issue 9, item 5: anyone who can open a
+/// file can take a shared flock on it), which the daemon holds read-only.
 #[test]
-fn pidfile_names_the_daemon_which_holds_a_read_only_locked_descriptor_on_it() {
+fn pidfile_names_the_daemon_which_holds_a_read_only_lock_on_its_0600_lock_file() {
     init();
     let dir = tempdir();
     let pidfile = dir.path().join("app.pid");
@@ -212,7 +232,7 @@ fn pidfile_names_the_daemon_which_holds_a_read_only_locked_descriptor_on_it() {
     assert_eq!(written, format!("{}\n", daemon.pid()));
     assert!(daemon.is_alive());
     assert_eq!(daemon.stat().ppid, test_pid());
-    assert_holds_lock_on(&daemon, &pidfile);
+    assert_holds_lock_on(&daemon, &lock_of(&pidfile));
 
     let meta = fs::metadata(&pidfile).unwrap();
     assert!(meta.is_file());
@@ -223,6 +243,12 @@ fn pidfile_names_the_daemon_which_holds_a_read_only_locked_descriptor_on_it() {
         meta.permissions().mode()
     );
     assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
+
+    let lock = fs::symlink_metadata(lock_of(&pidfile)).unwrap();
+    assert!(lock.is_file());
+    assert_eq!(lock.permissions().mode() & 0o7777, 0o600);
+    assert_eq!(lock.uid(), nix::unistd::geteuid().as_raw());
+    assert_eq!(lock.len(), 0, "the lock file has content");
 }
 
 #[test]
@@ -250,7 +276,7 @@ fn a_second_start_is_refused_with_exit_1_naming_the_running_pid() {
     assert!(first.is_alive());
     assert_eq!(fs::read(&pidfile).unwrap(), content);
     assert_eq!(fs::metadata(&pidfile).unwrap().ino(), inode);
-    assert_holds_lock_on(&first, &pidfile);
+    assert_holds_lock_on(&first, &lock_of(&pidfile));
 }
 
 /// Kills (by handle) and reaps every spawned process that has not been
@@ -283,7 +309,7 @@ fn forty_concurrent_starts_over_a_stale_pidfile_leave_exactly_one_daemon() {
     // Stale: nobody holds its lock. It names a live process that is not
     // the daemon, which nobody may signal.
     let mut bystander = Bystander::spawn();
-    fs::write(&pidfile, format!("{}\n", bystander.pid())).unwrap();
+    write_stale_pidfile(&pidfile, bystander.pid());
     concurrent_starts(&pidfile);
     bystander.assert_untouched();
 }
@@ -437,7 +463,7 @@ fn after_kill_9_the_pidfile_is_stale_and_a_new_start_takes_it_over() {
     let (new, _new_spec) = launch(dir.path(), &pidfile_option(&pidfile));
     assert_ne!(new.pid(), old_pid);
     assert_eq!(pid_in(&pidfile), new.pid());
-    assert_holds_lock_on(&new, &pidfile);
+    assert_holds_lock_on(&new, &lock_of(&pidfile));
     assert_eq!(
         status(&pidfile).assert_code(0).stdout,
         format!("running (pid {})\n", new.pid())
@@ -450,7 +476,7 @@ fn a_failed_start_removes_a_stale_pidfile_rather_than_leave_it_naming_a_dead_pro
     let dir = tempdir();
     let pidfile = dir.path().join("app.pid");
     let mut bystander = Bystander::spawn();
-    fs::write(&pidfile, format!("{}\n", bystander.pid())).unwrap();
+    write_stale_pidfile(&pidfile, bystander.pid());
     let marker = unique_marker();
     let missing = format!("daemonize-test-missing-{marker}");
 
@@ -463,6 +489,7 @@ fn a_failed_start_removes_a_stale_pidfile_rather_than_leave_it_naming_a_dead_pro
         .run();
     output.assert_failed(127, &[&format!("cannot execute '{missing}'")]);
     assert!(!pidfile.exists(), "the pidfile was left behind");
+    assert!(!lock_of(&pidfile).exists(), "its lock file was left behind");
     assert_no_leftover(&marker);
     bystander.assert_untouched();
 
@@ -476,6 +503,7 @@ fn a_failed_start_removes_a_stale_pidfile_rather_than_leave_it_naming_a_dead_pro
         .run();
     output.assert_failed(127, &[]);
     assert!(!pidfile.exists(), "the pidfile was left behind");
+    assert!(!lock_of(&pidfile).exists(), "its lock file was left behind");
     status(&pidfile).assert_code(3);
 }
 
@@ -493,7 +521,7 @@ fn a_start_in_progress_over_a_stale_pidfile_never_exposes_the_stale_pid() {
     let dir = tempdir();
     let pidfile = dir.path().join("app.pid");
     let mut bystander = Bystander::spawn();
-    fs::write(&pidfile, format!("{}\n", bystander.pid())).unwrap();
+    write_stale_pidfile(&pidfile, bystander.pid());
 
     // A start that waits for a readiness notification that never comes.
     let mut cmd = daemonize();
@@ -557,7 +585,7 @@ fn stop_kills_a_daemon_that_ignores_the_signal_after_the_timeout() {
         0,
         "set-up: the daemon does not ignore TERM"
     );
-    assert_holds_lock_on(&daemon, &pidfile);
+    assert_holds_lock_on(&daemon, &lock_of(&pidfile));
 
     let before = Instant::now();
     let output = stop(&pidfile, &["--timeout", "1"]);
@@ -594,8 +622,8 @@ fn daemon_with_a_lock_holding_child(dir: &Path, child_prelude: &str) -> (Daemon,
     wait_until(TIMEOUT, "the child to exec sleep", || {
         procfs::cmdline(child.pid()).is_ok_and(|argv| argv.first().is_some_and(|a| a == "sleep"))
     });
-    assert_holds_lock_on(&daemon, &pidfile);
-    assert_holds_lock_on(&child, &pidfile);
+    assert_holds_lock_on(&daemon, &lock_of(&pidfile));
+    assert_holds_lock_on(&child, &lock_of(&pidfile));
     (daemon, child, pidfile)
 }
 
@@ -684,6 +712,10 @@ fn assert_stopped_by(options: &[&str], expected: Signal) {
         !pidfile.exists(),
         "{options:?}: the pidfile was not removed"
     );
+    assert!(
+        !lock_of(&pidfile).exists(),
+        "{options:?}: its lock file was not removed"
+    );
     let ended = reap(daemon);
     assert!(
         matches!(ended, WaitStatus::Signaled(p, s, _) if p.as_raw() == pid && s == expected),
@@ -720,23 +752,29 @@ fn stop_with_a_stale_pidfile_removes_it_and_signals_nobody() {
     init();
     let dir = tempdir();
     let pidfile = dir.path().join("app.pid");
-    // The stale pidfile names a live process, which is not the daemon.
+    // The stale pidfile names a live process, which is not the daemon: it
+    // started after the file was written.
     let mut bystander = Bystander::spawn();
-    fs::write(&pidfile, format!("{}\n", bystander.pid())).unwrap();
+    write_stale_pidfile(&pidfile, bystander.pid());
     stop(&pidfile, &["--timeout", "0"]).assert_code(0);
     assert!(!pidfile.exists(), "the stale pidfile was not removed");
+    assert!(!lock_of(&pidfile).exists(), "a lock file was left");
     bystander.assert_untouched();
 }
 
+/// A pidfile that holds something other than a PID names no process to
+/// stop, locked or not: `--stop` cannot tell what runs (4), and leaves it.
 #[test]
-fn stop_refuses_a_locked_pidfile_that_holds_no_pid() {
+fn stop_of_a_pidfile_that_holds_no_pid_cannot_tell_and_leaves_it() {
     init();
     let dir = tempdir();
     let pidfile = dir.path().join("app.pid");
     fs::write(&pidfile, "hello").unwrap();
-    let holder = File::open(&pidfile).unwrap();
-    holder.try_lock().expect("lock the pidfile");
-    stop(&pidfile, &[]).assert_failed(1, &["cannot stop the daemon", "hello"]);
+    stop(&pidfile, &[]).assert_failed(4, &["cannot tell whether the daemon runs", "hello"]);
+    let holder = File::create(lock_of(&pidfile)).unwrap();
+    holder.try_lock().expect("lock the lock file");
+    stop(&pidfile, &[]).assert_failed(4, &["cannot tell whether the daemon runs", "hello"]);
+    holder.unlock().expect("unlock the lock file");
     assert_eq!(fs::read_to_string(&pidfile).unwrap(), "hello");
 }
 
@@ -771,32 +809,38 @@ fn status_without_a_pidfile_exits_3() {
     assert!(!pidfile.exists());
 }
 
+/// README and `--help` promise 4 for a pidfile that holds garbage (issue 9,
+/// item 21): whether its lock is held or not, it names no process, and the
+/// daemon may run without its lock (identity rule), so nobody can tell.
 #[test]
-fn status_of_a_locked_pidfile_with_garbage_exits_4_and_by_the_lock_alone() {
+fn status_of_a_pidfile_with_garbage_exits_4_locked_or_not() {
     init();
     let dir = tempdir();
     let pidfile = dir.path().join("app.pid");
     fs::write(&pidfile, "hello").unwrap();
+    let unknown = |output: Output| {
+        output.assert_failed(
+            4,
+            &[
+                "cannot tell whether the daemon runs",
+                &format!("'{}'", pidfile.display()),
+                "hello",
+            ],
+        );
+    };
 
-    // Nobody holds its lock: stale, whatever it says.
-    status(&pidfile).assert_code(1);
+    // Nobody holds its lock.
+    unknown(status(&pidfile));
 
     // We hold the lock: something runs, but the file names no PID.
-    let holder = File::open(&pidfile).unwrap();
-    holder.try_lock().expect("lock the pidfile");
-    status(&pidfile).assert_failed(
-        4,
-        &[
-            "cannot tell whether the daemon runs",
-            &format!("'{}'", pidfile.display()),
-            "hello",
-        ],
-    );
+    let holder = File::create(lock_of(&pidfile)).unwrap();
+    holder.try_lock().expect("lock the lock file");
+    unknown(status(&pidfile));
     // Unlock explicitly rather than by closing: a process that another
     // test thread is forking may hold a copy of the descriptor until it
     // execs, and the lock lives as long as any copy does.
-    holder.unlock().expect("unlock the pidfile");
-    status(&pidfile).assert_code(1);
+    holder.unlock().expect("unlock the lock file");
+    unknown(status(&pidfile));
     assert_eq!(fs::read_to_string(&pidfile).unwrap(), "hello");
 }
 
@@ -858,7 +902,8 @@ fn a_pidfile_in_a_missing_directory_exits_125_naming_it() {
     output.assert_failed(
         125,
         &[
-            &format!("cannot open pidfile '{}'", pidfile.display()),
+            &format!("cannot open lock file '{}'", lock_of(&pidfile).display()),
+            &format!("of pidfile '{}'", pidfile.display()),
             "No such file or directory",
         ],
     );
@@ -872,11 +917,16 @@ fn a_pidfile_in_a_missing_directory_exits_125_naming_it() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn status_and_stop_need_a_pidfile() {
+fn status_stop_signal_and_reload_need_a_pidfile() {
     init();
-    for action in ["--status", "--stop"] {
+    for action in [
+        &["--status"][..],
+        &["--stop"],
+        &["--signal", "HUP"],
+        &["--reload"],
+    ] {
         daemonize()
-            .arg(action)
+            .args(action)
             .run()
             .assert_failed(125, &["--pidfile"]);
     }
@@ -905,7 +955,10 @@ fn an_unknown_signal_or_a_bad_timeout_is_a_usage_error_and_stops_nothing() {
     let dir = tempdir();
     let pidfile = dir.path().join("app.pid");
     let (daemon, _spec) = launch(dir.path(), &pidfile_option(&pidfile));
-    for bogus in ["BOGUS", "SIGBOGUS", "0", "99", ""] {
+    let beyond = format!("RTMIN+{}", libc::SIGRTMAX() - libc::SIGRTMIN() + 1);
+    for bogus in [
+        "BOGUS", "SIGBOGUS", "0", "99", "", "65", "RTMIN-1", "RTMAX+1", "RTMIN+x", &beyond,
+    ] {
         stop(&pidfile, &["--signal", bogus]).assert_failed(
             125,
             &[&format!("invalid value '{bogus}' for '--signal <SIG>'")],
@@ -921,29 +974,43 @@ fn an_unknown_signal_or_a_bad_timeout_is_a_usage_error_and_stops_nothing() {
     assert_eq!(pid_in(&pidfile), daemon.pid());
 }
 
-/// SPEC.md gives `--signal` and `--timeout` only with `--stop`; given with a
-/// command they must be refused, not silently ignored (clap alone lets this
-/// `requires` pass because `--stop` conflicts with COMMAND).
+/// `--signal`, `--reload` and `--timeout` are control options: given with a
+/// command they must be refused, not silently ignored (clap alone lets a
+/// `requires` pass when the required option conflicts with COMMAND).
 #[test]
-fn signal_or_timeout_without_stop_is_a_usage_error() {
+fn signal_reload_or_timeout_with_a_command_is_a_usage_error() {
     init();
-    for option in [["--signal", "INT"], ["--timeout", "3"]] {
+    for option in [&["--signal", "INT"][..], &["--timeout", "3"], &["--reload"]] {
         let dir = tempdir();
         let pidfile = dir.path().join("app.pid");
         let (output, spec) = start(
             dir.path(),
-            &[
-                OsStr::new("-p"),
-                pidfile.as_os_str(),
-                OsStr::new(option[0]),
-                OsStr::new(option[1]),
-            ],
+            &[OsStr::new("-p"), pidfile.as_os_str()]
+                .into_iter()
+                .chain(option.iter().map(OsStr::new))
+                .collect::<Vec<_>>(),
         );
         // Own the daemon if it was started after all.
         let _daemon = (output.code == Some(0)).then(|| spec.start());
         output.assert_failed(125, &[option[0]]);
         assert_no_leftover(&spec.marker);
     }
+}
+
+/// `--timeout` is how long `--stop` waits; a lone `--signal` waits for
+/// nothing.
+#[test]
+fn timeout_without_stop_is_a_usage_error() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    daemonize()
+        .arg("-p")
+        .arg(&pidfile)
+        .args(["--signal", "HUP", "--timeout", "3"])
+        .run()
+        .assert_failed(125, &["--timeout", "--stop"]);
+    assert!(!pidfile.exists());
 }
 
 // ---------------------------------------------------------------------------
@@ -980,12 +1047,15 @@ fn lockfile_refuses_a_second_start_and_its_content_is_never_touched() {
     assert_eq!(mtime(&lockfile), old, "the lockfile was written to");
 }
 
+/// Created `0600`: like a pidfile's lock file, only its owner may open it,
+/// so nobody else can take a lock on it (issue 9, item 5); whatever the
+/// umask, even one that takes the owner's write bit.
 #[test]
-fn lockfile_is_created_empty_and_0644() {
+fn lockfile_is_created_empty_and_0600() {
     init();
     let dir = tempdir();
     let lockfile = dir.path().join("app.lock");
-    let mut cmd = shell("sh", r#"umask 077; exec "$DAEMONIZE" "$@""#);
+    let mut cmd = shell("sh", r#"umask 277; exec "$DAEMONIZE" "$@""#);
     let spec = DaemonSpec::new(dir.path());
     cmd.arg("-l")
         .arg(&lockfile)
@@ -997,7 +1067,7 @@ fn lockfile_is_created_empty_and_0644() {
     assert_holds_lock_on(&daemon, &lockfile);
     let meta = fs::metadata(&lockfile).unwrap();
     assert_eq!(meta.len(), 0);
-    assert_eq!(meta.permissions().mode() & 0o7777, 0o644);
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
 }
 
 // ---------------------------------------------------------------------------
@@ -1075,7 +1145,7 @@ fn init_script_start_status_restart_stop() {
 
     service.run("start").assert_started();
     let first = service.daemon(pid_in(&service.pidfile));
-    assert_descriptors(&first, &service.logfile, &service.pidfile);
+    assert_descriptors(&first, &service.logfile, &lock_of(&service.pidfile));
     service.assert_status_running(&first);
 
     // LSB: starting a running service succeeds, and changes nothing.
@@ -1125,4 +1195,739 @@ fn init_script_rejects_an_unknown_action() {
     assert!(output.stderr.contains("Usage:"), "{output:?}");
     assert!(!service.pidfile.exists());
     assert_no_leftover(&service.marker);
+}
+
+// ---------------------------------------------------------------------------
+// Other users: readers, owners, callers who may not look
+// ---------------------------------------------------------------------------
+
+const NOBODY: u32 = 65534;
+const NOGROUP: u32 = 65534;
+
+/// A temporary directory (root's) that any user may enter and read.
+fn dir_for_anyone() -> TempDir {
+    let dir = tempdir();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// `daemonize ARGS`, run as nobody.
+fn as_nobody(args: &[&OsStr]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = daemonize();
+    fs::set_permissions(cmd.dir(), fs::Permissions::from_mode(0o755)).unwrap();
+    cmd.args(args);
+    cmd.command_mut().uid(NOBODY).gid(NOGROUP);
+    cmd.run()
+}
+
+/// A PID that no process has: a child of ours that has exited and been
+/// reaped.
+fn dead_pid() -> i32 {
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    child.wait().expect("wait for true");
+    i32::try_from(child.id()).expect("PID fits in pid_t")
+}
+
+/// `sleep MARKER`, run as nobody, holding a shared flock on `file`, which it
+/// opened read-only, as anyone who may read the file can. Killed (by its
+/// handle) on drop.
+struct Reader {
+    child: Child,
+}
+
+impl Reader {
+    fn lock_shared(file: &Path) -> Reader {
+        use std::os::unix::process::CommandExt;
+        let marker = unique_marker();
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec 3< "$0" && flock -s -n 3 && exec sleep "$1""#)
+            .arg(file)
+            .arg(&marker)
+            .uid(NOBODY)
+            .gid(NOGROUP)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn the reader");
+        let reader = Reader { child };
+        let pid = i32::try_from(reader.child.id()).unwrap();
+        wait_until(TIMEOUT, "the reader to hold its shared lock", || {
+            procfs::cmdline(pid).is_ok_and(|argv| argv == ["sleep", marker.as_str()])
+        });
+        assert!(
+            fdinfo(pid, 3)
+                .lines()
+                .any(|l| l.contains("FLOCK") && l.contains("READ")),
+            "set-up: the reader holds no shared lock"
+        );
+        reader
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 9, item 5: the pidfile is world-readable, so anyone could take a
+/// shared flock on it; then a start said "already running", `--status`
+/// said running and `--stop` could not stop. The lock is on the `0600`
+/// lock file now, which a reader cannot even open.
+#[test]
+fn a_reader_holding_a_shared_lock_on_the_pidfile_blocks_no_start_status_or_stop() {
+    init();
+    let dir = dir_for_anyone();
+    let pidfile = dir.path().join("app.pid");
+    fs::write(&pidfile, format!("{}\n", dead_pid())).unwrap();
+    let _reader = Reader::lock_shared(&pidfile);
+
+    let stale = status(&pidfile);
+    stale.assert_code(1);
+    assert_eq!(
+        stale.stdout,
+        format!("not running (stale pidfile '{}')\n", pidfile.display())
+    );
+
+    let (daemon, _spec) = launch(dir.path(), &pidfile_option(&pidfile));
+    assert_eq!(pid_in(&pidfile), daemon.pid());
+    assert_holds_lock_on(&daemon, &lock_of(&pidfile));
+    let running = status(&pidfile);
+    running.assert_code(0);
+    assert_eq!(running.stdout, format!("running (pid {})\n", daemon.pid()));
+
+    // The reader cannot take the lock that matters.
+    let mut locker = common::Cmd::new("flock");
+    fs::set_permissions(locker.dir(), fs::Permissions::from_mode(0o755)).unwrap();
+    locker.args(["-s", "-n"]).arg(lock_of(&pidfile)).arg("true");
+    {
+        use std::os::unix::process::CommandExt;
+        locker.command_mut().uid(NOBODY).gid(NOGROUP);
+    }
+    let denied = locker.run();
+    assert_ne!(
+        denied.code,
+        Some(0),
+        "nobody locked the lock file: {denied:?}"
+    );
+    assert!(denied.stderr.contains("Permission denied"), "{denied:?}");
+
+    stop(&pidfile, &[]).assert_code(0);
+    assert!(
+        matches!(reap(daemon), WaitStatus::Signaled(_, Signal::SIGTERM, _)),
+        "the daemon did not end by SIGTERM"
+    );
+    assert!(!pidfile.exists(), "the pidfile was not removed");
+    assert!(!lock_of(&pidfile).exists(), "its lock file was not removed");
+}
+
+/// Whoever owns a lock file can hold its lock, and so block or falsify
+/// every start, `--status` and `--stop`: one that another user owns is
+/// refused, naming the owner, and nothing is started or changed.
+#[test]
+fn a_lock_file_or_lockfile_owned_by_another_user_is_refused_naming_its_owner() {
+    init();
+    for option in ["-p", "-l"] {
+        let dir = dir_for_anyone();
+        let given = dir.path().join(if option == "-p" {
+            "app.pid"
+        } else {
+            "app.lock"
+        });
+        let locked = if option == "-p" {
+            lock_of(&given)
+        } else {
+            given.clone()
+        };
+        fs::write(&locked, "").unwrap();
+        std::os::unix::fs::chown(&locked, Some(NOBODY), Some(NOGROUP)).unwrap();
+
+        let (output, spec) = start(dir.path(), &[OsStr::new(option), given.as_os_str()]);
+        let _daemon = (output.code == Some(0)).then(|| spec.start());
+        output.assert_failed(
+            125,
+            &[
+                &format!(
+                    "cannot use {}",
+                    if option == "-p" {
+                        "lock file"
+                    } else {
+                        "lockfile"
+                    }
+                ),
+                &format!("'{}'", locked.display()),
+                "'nobody' (uid 65534)",
+                "not to you",
+                "block or falsify",
+            ],
+        );
+        assert_no_leftover(&spec.marker);
+        if option == "-p" {
+            assert!(!given.exists(), "{option}: a pidfile was created");
+        }
+        let meta = fs::metadata(&locked).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.len()),
+            (NOBODY, 0),
+            "{option}: it was changed"
+        );
+    }
+}
+
+#[test]
+fn a_lock_file_that_is_not_a_regular_file_is_refused_and_a_symlink_never_followed() {
+    init();
+    let dir = tempdir();
+    let target = dir.path().join("target");
+    fs::write(&target, "precious\n").unwrap();
+    let old = set_old_mtime(&target);
+    for (kind, words) in [
+        ("fifo", &["not a regular file"][..]),
+        ("directory", &["not a regular file"]),
+        ("symlink", &["symbolic link"]),
+    ] {
+        let pidfile = dir.path().join(format!("{kind}.pid"));
+        let lock = lock_of(&pidfile);
+        match kind {
+            "fifo" => {
+                nix::unistd::mkfifo(&lock, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()
+            }
+            "directory" => fs::create_dir(&lock).unwrap(),
+            _ => std::os::unix::fs::symlink(&target, &lock).unwrap(),
+        }
+        let (output, spec) = start(dir.path(), &pidfile_option(&pidfile));
+        let _daemon = (output.code == Some(0)).then(|| spec.start());
+        output.assert_failed(125, words);
+        assert!(
+            output.stderr.contains(&format!("'{}'", lock.display())),
+            "{kind}: {output:?}"
+        );
+        assert_no_leftover(&spec.marker);
+        assert!(!pidfile.exists(), "{kind}: a pidfile was created");
+        status(&pidfile).assert_code(3);
+    }
+    assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+    assert_eq!(mtime(&target), old, "the symlink's target was written to");
+}
+
+/// A lock file (or lockfile) of ours that others may open loses their
+/// permission bits: from then on only its owner can take its lock.
+#[test]
+fn a_lock_file_or_lockfile_open_to_others_is_made_0600() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    let lockfile = dir.path().join("app.lock");
+    fs::write(lock_of(&pidfile), "").unwrap();
+    fs::set_permissions(lock_of(&pidfile), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&lockfile, "kept\n").unwrap();
+    fs::set_permissions(&lockfile, fs::Permissions::from_mode(0o666)).unwrap();
+    let (daemon, _spec) = launch(
+        dir.path(),
+        &[
+            OsStr::new("-p"),
+            pidfile.as_os_str(),
+            OsStr::new("-l"),
+            lockfile.as_os_str(),
+        ],
+    );
+    assert_eq!(pid_in(&pidfile), daemon.pid());
+    for file in [lock_of(&pidfile), lockfile.clone()] {
+        let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", file.display());
+    }
+    assert_eq!(fs::read_to_string(&lockfile).unwrap(), "kept\n");
+}
+
+/// Issue 9, item 20: a user asking about root's daemon may not read
+/// `/proc/PID/fd`, nor open the lock file. That is not "it does not hold
+/// the lock" (which gave false answers and a 6 s `--stop` that did
+/// nothing): the caller learns what it can (the identity rule) or that it
+/// cannot tell (4).
+#[test]
+fn nobody_asking_about_roots_daemon_learns_the_truth_or_that_it_cannot_tell() {
+    init();
+    let dir = dir_for_anyone();
+    let pidfile = dir.path().join("app.pid");
+    let (daemon, _spec) = launch(dir.path(), &pidfile_option(&pidfile));
+    let pid = daemon.pid();
+    let p = pidfile.as_os_str();
+    let action = |args: &[&str]| {
+        let mut all = vec![OsStr::new("-p"), p];
+        all.extend(args.iter().map(OsStr::new));
+        let before = Instant::now();
+        let output = as_nobody(&all);
+        assert!(
+            before.elapsed() < Duration::from_secs(3),
+            "{args:?} took {:?}",
+            before.elapsed()
+        );
+        output
+    };
+
+    // Root's own pidfile, written after the daemon started: it is the
+    // daemon, whatever the caller can see of the lock.
+    let output = action(&["--status"]);
+    output.assert_code(0);
+    assert_eq!(
+        output.stdout,
+        format!("running (pid {pid})\n"),
+        "{output:?}"
+    );
+    action(&["--stop"]).assert_failed(
+        1,
+        &[
+            "cannot stop the daemon",
+            &format!("pid {pid}"),
+            "Operation not permitted",
+        ],
+    );
+    action(&["--signal", "HUP"]).assert_failed(125, &["Operation not permitted"]);
+    assert!(daemon.is_alive());
+
+    // Once the pidfile seems older than the daemon, only the lock could
+    // tell, and the caller cannot see it: first because it may not open
+    // the lock file, then because it may not look into root's /proc/PID/fd.
+    set_old_mtime(&pidfile);
+    for (loose, words) in [
+        (
+            false,
+            &[
+                "cannot tell whether the daemon runs",
+                "lock file",
+                "Permission denied",
+            ],
+        ),
+        (
+            true,
+            &[
+                "cannot tell whether the daemon runs",
+                "/fd",
+                "Permission denied",
+            ],
+        ),
+    ] {
+        if loose {
+            fs::set_permissions(lock_of(&pidfile), fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        action(&["--status"]).assert_failed(4, words);
+        action(&["--stop", "--timeout", "1"]).assert_failed(4, words);
+        action(&["--signal", "HUP"]).assert_failed(4, words);
+        assert!(daemon.is_alive(), "loose {loose}: the daemon was stopped");
+        assert_eq!(pid_in(&pidfile), pid);
+    }
+    // Root can see the lock.
+    status(&pidfile).assert_code(0);
+}
+
+// ---------------------------------------------------------------------------
+// Daemons that close their lock, and whom the identity rule trusts
+// ---------------------------------------------------------------------------
+
+/// Issue 9, item 6: sshd (`closefrom`) and dnsmasq close every descriptor
+/// they inherit, the lock's among them. The PID in the pidfile still names
+/// such a daemon: it started before the file was written.
+#[test]
+fn a_daemon_that_closed_its_lock_is_still_found_through_its_pidfile() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    let spec = DaemonSpec::new(dir.path()).prelude("exec 3<&- 4<&- 5<&- 6<&- 7<&- 8<&- 9<&-");
+    let Launched { daemon, .. } = launch_with(daemonize(), spec, pidfile_option(&pidfile));
+    let pid = daemon.pid();
+    assert_eq!(
+        daemon.fd_numbers(),
+        [0, 1, 2],
+        "set-up: the lock is still open"
+    );
+
+    let output = status(&pidfile);
+    output.assert_code(0);
+    assert_eq!(output.stdout, format!("running (pid {pid})\n"));
+
+    let content = fs::read(&pidfile).unwrap();
+    let (second, spec) = start(dir.path(), &pidfile_option(&pidfile));
+    let _second = (second.code == Some(0)).then(|| spec.start());
+    second.assert_failed(1, &[]);
+    assert_eq!(
+        second.stderr,
+        format!(
+            "daemonize: already running (pid {pid}) according to '{}'\n",
+            pidfile.display()
+        )
+    );
+    assert_no_leftover(&spec.marker);
+    assert_eq!(fs::read(&pidfile).unwrap(), content);
+
+    stop(&pidfile, &[]).assert_code(0);
+    assert!(
+        matches!(reap(daemon), WaitStatus::Signaled(_, Signal::SIGTERM, _)),
+        "pid {pid} did not end by SIGTERM"
+    );
+    assert!(!pidfile.exists(), "the pidfile was not removed");
+    assert!(!lock_of(&pidfile).exists(), "its lock file was not removed");
+    status(&pidfile).assert_code(3);
+}
+
+/// The identity rule trusts only a pidfile that nobody but the caller or
+/// root could have written, since anyone who may write it can put any PID
+/// in it (and set any mtime).
+#[test]
+fn a_pidfile_that_others_may_write_names_no_daemon_without_its_lock() {
+    init();
+    let dir = tempdir();
+    let mut bystander = Bystander::spawn();
+    for (name, mode, owner) in [
+        ("open", 0o666, 0),
+        ("group", 0o664, 0),
+        ("theirs", 0o644, NOBODY),
+    ] {
+        let pidfile = dir.path().join(format!("{name}.pid"));
+        // The bystander started before the file was written.
+        fs::write(&pidfile, format!("{}\n", bystander.pid())).unwrap();
+        fs::set_permissions(&pidfile, fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(&pidfile, Some(owner), None).unwrap();
+        status(&pidfile).assert_code(1);
+        daemonize()
+            .arg("-p")
+            .arg(&pidfile)
+            .args(["--signal", "KILL"])
+            .run()
+            .assert_failed(7, &["not running", "stale pidfile"]);
+        stop(&pidfile, &["--timeout", "0"]).assert_code(0);
+        bystander.assert_untouched();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Files that are the same
+// ---------------------------------------------------------------------------
+
+/// Issue 9, item 16: the daemon's output would overwrite its own pidfile
+/// (or lock), and it could no longer be stopped. The files are compared,
+/// so a symlink or another path to the same file is refused too.
+#[test]
+fn an_output_file_that_is_a_pidfile_lockfile_or_lock_file_is_refused_naming_both_options() {
+    init();
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        ("-p", "-o", "app.pid", &["--stdout", "--pidfile"]),
+        ("-p", "-e", "app.pid", &["--stderr", "--pidfile"]),
+        ("-l", "-o", "app.lock", &["--stdout", "--lockfile"]),
+        ("-p", "-o", "link", &["--stdout", "--pidfile"]),
+        ("-p", "-o", "sub/../app.pid", &["--stdout", "--pidfile"]),
+        (
+            "-p",
+            "-o",
+            "app.pid.lock",
+            &["--stdout", "lock file", "--pidfile"],
+        ),
+    ];
+    for &(locked, output, named, words) in cases {
+        let dir = tempdir();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        let file = dir.path().join(if locked == "-p" {
+            "app.pid"
+        } else {
+            "app.lock"
+        });
+        std::os::unix::fs::symlink(&file, dir.path().join("link")).unwrap();
+        let out = dir.path().join(named);
+        let (result, spec) = start(
+            dir.path(),
+            &[
+                OsStr::new(locked),
+                file.as_os_str(),
+                OsStr::new(output),
+                out.as_os_str(),
+            ],
+        );
+        let _daemon = (result.code == Some(0)).then(|| spec.start());
+        result.assert_failed(125, words);
+        assert!(result.stderr.contains("same file"), "{result:?}");
+        assert_no_leftover(&spec.marker);
+        assert!(
+            !file.exists(),
+            "{locked} {output} {named}: {} was left",
+            file.display()
+        );
+        assert!(
+            !lock_of(&file).exists(),
+            "{locked} {output} {named}: a lock file was left"
+        );
+    }
+}
+
+/// Issue 9, item 17: bmc/daemonize documents `-p F -l F` ("It is possible
+/// to use the pidfile as the lock file"). It is one locked pidfile, however
+/// the two paths are spelled, and so is `-l` naming its lock file.
+#[test]
+fn pidfile_and_lockfile_on_the_same_file_are_one_locked_pidfile() {
+    init();
+    for lockfile in ["./app.pid", "app.pid", "app.pid.lock"] {
+        let dir = tempdir();
+        let pidfile = dir.path().join("app.pid");
+        let lockfile = dir.path().join(lockfile);
+        let (daemon, _spec) = launch(
+            dir.path(),
+            &[
+                OsStr::new("-p"),
+                pidfile.as_os_str(),
+                OsStr::new("-l"),
+                lockfile.as_os_str(),
+            ],
+        );
+        assert_eq!(pid_in(&pidfile), daemon.pid());
+        assert_holds_lock_on(&daemon, &lock_of(&pidfile));
+        assert_eq!(
+            status(&pidfile).assert_code(0).stdout,
+            format!("running (pid {})\n", daemon.pid())
+        );
+        let (second, spec) = start(
+            dir.path(),
+            &[
+                OsStr::new("-p"),
+                pidfile.as_os_str(),
+                OsStr::new("-l"),
+                lockfile.as_os_str(),
+            ],
+        );
+        let _second = (second.code == Some(0)).then(|| spec.start());
+        second.assert_failed(1, &["already running", &format!("(pid {})", daemon.pid())]);
+        stop(&pidfile, &[]).assert_code(0);
+        let _ = reap(daemon);
+        assert!(
+            !pidfile.exists() && !lock_of(&pidfile).exists(),
+            "{lockfile:?}"
+        );
+    }
+}
+
+/// Issue 9, item 18: a start refused because `-l` is busy truncated a stale
+/// pidfile first. Every lock is taken before any file changes.
+#[test]
+fn a_busy_lockfile_leaves_a_stale_pidfile_untouched() {
+    init();
+    let dir = tempdir();
+    let lockfile = dir.path().join("app.lock");
+    let (holder, _spec) = launch(dir.path(), &[OsStr::new("-l"), lockfile.as_os_str()]);
+    let pidfile = dir.path().join("app.pid");
+    let content = format!("{}\n", dead_pid());
+    fs::write(&pidfile, &content).unwrap();
+    let old = set_old_mtime(&pidfile);
+
+    let (output, spec) = start(
+        dir.path(),
+        &[
+            OsStr::new("-p"),
+            pidfile.as_os_str(),
+            OsStr::new("-l"),
+            lockfile.as_os_str(),
+        ],
+    );
+    let _daemon = (output.code == Some(0)).then(|| spec.start());
+    output.assert_failed(
+        1,
+        &[&format!(
+            "already running according to '{}'",
+            lockfile.display()
+        )],
+    );
+    assert_no_leftover(&spec.marker);
+    assert_eq!(
+        fs::read_to_string(&pidfile).unwrap(),
+        content,
+        "the pidfile was changed"
+    );
+    assert_eq!(mtime(&pidfile), old, "the pidfile was written to");
+    assert!(!lock_of(&pidfile).exists(), "a lock file was left behind");
+    assert!(holder.is_alive());
+}
+
+/// Issue 9, item 19: a crash can leave a pidfile of NUL bytes (the size
+/// reached the disk, the data did not). That is an empty, stale pidfile:
+/// a start takes it over and `--stop` removes it. Whitespace too.
+#[test]
+fn a_pidfile_of_nul_bytes_or_whitespace_is_stale() {
+    init();
+    for content in ["\0\0\0\0\0\0", " \n\t\n"] {
+        let dir = tempdir();
+        let pidfile = dir.path().join("app.pid");
+        fs::write(&pidfile, content).unwrap();
+        status(&pidfile).assert_code(1);
+        stop(&pidfile, &[]).assert_code(0);
+        assert!(!pidfile.exists(), "{content:?}: --stop left it");
+
+        fs::write(&pidfile, content).unwrap();
+        let (daemon, _spec) = launch(dir.path(), &pidfile_option(&pidfile));
+        assert_eq!(pid_in(&pidfile), daemon.pid(), "{content:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// --signal and --reload
+// ---------------------------------------------------------------------------
+
+/// `daemonize -p PIDFILE ARGS...`.
+fn control(pidfile: &Path, args: &[&str]) -> Output {
+    daemonize().arg("-p").arg(pidfile).args(args).run()
+}
+
+/// The state letter of a process (`S`, `T`, `Z`...).
+fn state(pid: i32) -> char {
+    procfs::stat(pid).expect("read /proc/PID/stat").state
+}
+
+/// The signal that ended `daemon`, read from its zombie's
+/// `/proc/PID/stat` (field 52, the wait status), since nix's `WaitStatus`
+/// cannot hold a real-time signal. Consumes the guard, which then reaps it.
+#[track_caller]
+fn end_signal(daemon: Daemon) -> i32 {
+    let pid = daemon.pid();
+    let text = wait_for(TIMEOUT, &format!("pid {pid} to exit"), || {
+        let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &text[text.rfind(')')? + 1..];
+        rest.split_whitespace()
+            .next()
+            .is_some_and(|state| state == "Z")
+            .then_some(text)
+    });
+    let rest = &text[text.rfind(')').unwrap() + 1..];
+    let status: i32 = rest
+        .split_whitespace()
+        .nth(52 - 3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    drop(daemon);
+    status & 0x7f
+}
+
+/// Issue 9, item 25: `--signal` without `--stop` sends the signal to the
+/// verified daemon and does nothing more (start-stop-daemon users reload
+/// this way).
+#[test]
+fn signal_without_stop_sends_only_that_signal_to_the_daemon() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    let (daemon, _spec) = launch(dir.path(), &pidfile_option(&pidfile));
+    let pid = daemon.pid();
+
+    control(&pidfile, &["--signal", "STOP"]).assert_started();
+    wait_until(TIMEOUT, "the daemon to be stopped", || state(pid) == 'T');
+    control(&pidfile, &["--signal", "CONT"]).assert_started();
+    wait_until(TIMEOUT, "the daemon to continue", || state(pid) != 'T');
+    assert!(daemon.is_alive());
+    assert_eq!(pid_in(&pidfile), pid);
+    assert_eq!(
+        status(&pidfile).assert_code(0).stdout,
+        format!("running (pid {pid})\n")
+    );
+
+    control(&pidfile, &["--signal", "USR1"]).assert_started();
+    assert_eq!(end_signal(daemon), libc::SIGUSR1);
+    // Nothing more: the pidfile stays, stale now.
+    assert!(pidfile.exists());
+    status(&pidfile).assert_code(1);
+}
+
+/// `--reload` is `--signal HUP`.
+#[test]
+fn reload_sends_hup_to_the_daemon_and_nothing_more() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    let own = dir.path().join("daemon.pid");
+    let log = dir.path().join("reloads");
+    let marker = unique_marker();
+    daemonize()
+        .arg("-p")
+        .arg(&pidfile)
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            ": {marker}; trap 'echo hup >> \"$1\"' HUP; echo $$ > \"$0\"; \
+             while :; do sleep 0.2 & wait $!; done"
+        ))
+        .arg(&own)
+        .arg(&log)
+        .run()
+        .assert_started();
+    let daemon = Daemon::new(wait_for_pid_file(&own, TIMEOUT));
+    assert_eq!(pid_in(&pidfile), daemon.pid());
+
+    control(&pidfile, &["--reload"]).assert_started();
+    common::wait_for_content(&log, "hup\n");
+    control(&pidfile, &["--signal", "HUP"]).assert_started();
+    common::wait_for_content(&log, "hup\nhup\n");
+    assert!(daemon.is_alive());
+    assert_eq!(pid_in(&pidfile), daemon.pid());
+
+    stop(&pidfile, &[]).assert_code(0);
+    assert!(!daemon.is_alive());
+    assert!(!pidfile.exists());
+    assert_no_leftover(&marker);
+}
+
+/// No daemon: LSB's 7, "program is not running", and nothing is changed
+/// or signalled (a stale pidfile is not removed: `--signal` does nothing
+/// more than signal).
+#[test]
+fn signal_exits_7_when_no_daemon_runs_and_changes_nothing() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    for args in [&["--signal", "HUP"][..], &["--reload"]] {
+        control(&pidfile, args)
+            .assert_failed(7, &["cannot send SIGHUP", "not running", "no pidfile"]);
+        assert!(!pidfile.exists());
+    }
+
+    let content = format!("{}\n", dead_pid());
+    fs::write(&pidfile, &content).unwrap();
+    control(&pidfile, &["--signal", "TERM"])
+        .assert_failed(7, &["cannot send SIGTERM", "not running", "stale pidfile"]);
+    assert_eq!(fs::read_to_string(&pidfile).unwrap(), content);
+
+    // A process that reused the PID started after the file was written.
+    let mut bystander = Bystander::spawn();
+    write_stale_pidfile(&pidfile, bystander.pid());
+    control(&pidfile, &["--signal", "KILL"]).assert_failed(7, &["stale pidfile"]);
+    control(&pidfile, &["--reload"]).assert_failed(7, &["stale pidfile"]);
+    bystander.assert_untouched();
+
+    fs::write(&pidfile, "hello\n").unwrap();
+    control(&pidfile, &["--reload"]).assert_failed(4, &["cannot tell", "hello"]);
+}
+
+/// Issue 9, item 23: real-time signals by name (`RTMIN+3`, `SIGRTMAX-2`)
+/// and by number, with `--signal` alone and with `--stop`.
+#[test]
+fn signal_accepts_real_time_signals_by_name_and_number() {
+    init();
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let number = (min + 3).to_string();
+    for (spelling, expected) in [
+        ("RTMIN+3", min + 3),
+        ("SIGRTMIN+3", min + 3),
+        ("rtmin+3", min + 3),
+        (number.as_str(), min + 3),
+        ("RTMAX-2", max - 2),
+        ("RTMIN", min),
+    ] {
+        let dir = tempdir();
+        let pidfile = dir.path().join("app.pid");
+        let (daemon, _spec) = launch(dir.path(), &pidfile_option(&pidfile));
+        control(&pidfile, &["--signal", spelling]).assert_started();
+        assert_eq!(end_signal(daemon), expected, "--signal {spelling}");
+    }
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    let (daemon, _spec) = launch(dir.path(), &pidfile_option(&pidfile));
+    stop(&pidfile, &["--signal", "RTMIN+3"]).assert_code(0);
+    assert!(!pidfile.exists());
+    assert_eq!(end_signal(daemon), min + 3, "--stop --signal RTMIN+3");
 }
