@@ -23,7 +23,7 @@ _daemonize() {
 
     case "${cmd}" in
         daemonize)
-            opts="-c -m -o -e -a -E -p -l -u -g -v -h -V --chdir --umask --stdout --stderr --append --truncate --env --keep-fds --pidfile --lockfile --user --group --wait-ready --ready-fd --ready-timeout --status --stop --signal --timeout --verbose --help --version"
+            opts="-c -m -o -e -a -E -p -l -u -g -v -h -V --chdir --umask --stdout --stderr --append --truncate --env --keep-fds --pidfile --lockfile --user --group --wait-ready --ready-fd --ready-timeout --status --stop --signal --reload --timeout --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

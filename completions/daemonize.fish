@@ -4,19 +4,20 @@ complete -c daemonize -s o -l stdout -d 'Append the daemon\'s standard output to
 complete -c daemonize -s e -l stderr -d 'Append the daemon\'s standard error to FILE [default: the --stdout file, else /dev/null]' -r -F
 complete -c daemonize -s E -l env -d 'Set NAME to VALUE in the daemon\'s environment (repeatable)' -r
 complete -c daemonize -l keep-fds -d 'Inherited descriptors above 2 to leave open (repeatable); all others are closed' -r
-complete -c daemonize -s p -l pidfile -d 'Write the daemon\'s PID to FILE and hold a lock on it while the daemon runs; refuse to start a second instance' -r -F
-complete -c daemonize -s l -l lockfile -d 'Hold a lock on FILE while the daemon runs, without writing a PID' -r -F
+complete -c daemonize -s p -l pidfile -d 'Write the daemon\'s PID to FILE and hold a lock (on FILE.lock, 0600) while the daemon runs; refuse to start a second instance' -r -F
+complete -c daemonize -s l -l lockfile -d 'Hold a lock on FILE (created 0600) while the daemon runs, without writing a PID' -r -F
 complete -c daemonize -s u -l user -d 'Run the daemon as USER (name or uid): its uid, primary group and supplementary groups; root only' -r
 complete -c daemonize -s g -l group -d 'Primary group of the daemon (name or gid) [default: the user\'s]' -r
 complete -c daemonize -l ready-fd -d 'Return only once the daemon writes a newline to descriptor FD (s6)' -r
-complete -c daemonize -l ready-timeout -d 'Seconds to wait for readiness before stopping the daemon and failing [default: 60]' -r
-complete -c daemonize -l signal -d 'Signal for --stop, by name or number [default: TERM]' -r
+complete -c daemonize -l ready-timeout -d 'Seconds to wait for readiness before stopping the daemon and failing; 0 waits for ever [default: 60]' -r
+complete -c daemonize -l signal -d 'With --stop, the signal that stops the daemon [default: TERM]; alone, send SIG to the daemon named by --pidfile and do nothing more (exit 7 if it is not running). By name or number: TERM, SIGUSR1, 15, RTMIN+3' -r
 complete -c daemonize -l timeout -d 'Seconds --stop waits before sending SIGKILL [default: 10]' -r
 complete -c daemonize -s a -l append -d 'Append to the output files (the default; kept for bmc/daemonize scripts)'
 complete -c daemonize -l truncate -d 'Truncate the output files instead of appending'
 complete -c daemonize -l wait-ready -d 'Return only once the daemon sends READY=1 to $NOTIFY_SOCKET (sd_notify)'
 complete -c daemonize -l status -d 'Report whether the daemon named by --pidfile runs (LSB codes: 0 running, 1 stale pidfile, 3 not running, 4 unknown)'
 complete -c daemonize -l stop -d 'Stop the daemon named by --pidfile: send --signal, wait --timeout seconds, then SIGKILL'
+complete -c daemonize -l reload -d 'Send SIGHUP to the daemon named by --pidfile (the same as --signal HUP)'
 complete -c daemonize -s v -l verbose -d 'Trace each step to standard error (-vv for more; DAEMONIZE_LOG overrides)'
 complete -c daemonize -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c daemonize -s V -l version -d 'Print version'
