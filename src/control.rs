@@ -190,6 +190,44 @@ fn by_identity(pf: &Pidfile, pid: Pid) -> Result<Option<Found<'static>>, Problem
     }))
 }
 
+/// The daemon that took over from `gone`, the pidfile's PID, which has
+/// exited while processes it started hold the lock: a program that went
+/// into the background after daemonize returned (nginx without `daemon
+/// off;`). If the holders form one tree, its root is the daemon; the
+/// pidfile is pointed at it when the caller owns it, so `kill $(cat FILE)`
+/// reaches it too. `None` when the holders are not one tree.
+fn successor(pf: &Pidfile, lock: &File, gone: Pid) -> Result<Option<Found<'static>>, Problem> {
+    let holders = visible_holders(lock)?;
+    let roots: Vec<Pid> = holders
+        .iter()
+        .copied()
+        .filter(|&h| identity::parent(h).is_none_or(|p| !holders.contains(&p)))
+        .collect();
+    let [root] = roots[..] else {
+        return Ok(None);
+    };
+    let Ok(pidfd) = pidfd_open(root) else {
+        return Ok(None);
+    };
+    // Pinned: check again that this very process holds the lock.
+    if !holds_lock(root, lock).unwrap_or(false) {
+        return Ok(None);
+    }
+    tracing::info!(
+        exited = gone.as_raw(),
+        daemon = root.as_raw(),
+        "the pidfile's pid has exited; the process that holds its lock took over"
+    );
+    if let Err(e) = pidfile::repoint(pf.path, &pf.file, root) {
+        tracing::debug!(error = %e, "pidfile left as it is");
+    }
+    Ok(Some(Found::Daemon {
+        pid: root,
+        pidfd,
+        by_lock: true,
+    }))
+}
+
 /// The lock is held: by the PID in the file, or by others.
 fn by_lock<'a>(pf: &Pidfile, lock: &'a File, pid: Option<Pid>) -> Result<Found<'a>, Problem> {
     let Some(pid) = pid else {
@@ -199,10 +237,13 @@ fn by_lock<'a>(pf: &Pidfile, lock: &'a File, pid: Option<Pid>) -> Result<Found<'
         Ok(fd) => fd,
         // Gone (or a thread's ID): processes it started hold the lock.
         Err(Errno::ESRCH | Errno::EINVAL) => {
-            return Ok(Found::Holders {
-                pid: Some(pid),
-                lock,
-            });
+            return match successor(pf, lock, pid)? {
+                Some(found) => Ok(found),
+                None => Ok(Found::Holders {
+                    pid: Some(pid),
+                    lock,
+                }),
+            };
         }
         Err(e) => {
             return Err(Problem::CannotTell(
@@ -220,6 +261,14 @@ fn by_lock<'a>(pf: &Pidfile, lock: &'a File, pid: Option<Pid>) -> Result<Found<'
             pidfd,
             by_lock: true,
         }),
+        // A zombie no longer holds anything: the same as gone.
+        Ok(false) if !identity::is_alive(pid) => match successor(pf, lock, pid)? {
+            Some(found) => Ok(found),
+            None => Ok(Found::Holders {
+                pid: Some(pid),
+                lock,
+            }),
+        },
         Ok(false) => Ok(Found::Holders {
             pid: Some(pid),
             lock,

@@ -77,6 +77,17 @@ pub fn identify(pidfile: &File, pid: Pid) -> anyhow::Result<Option<OwnedFd>> {
     Ok(daemon.then_some(pidfd))
 }
 
+/// The parent of `pid`, from `/proc/PID/stat`.
+pub fn parent(pid: Pid) -> Option<Pid> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+        .map(Pid::from_raw)
+}
+
 /// Whether process `pid` exists and has not exited (a zombie has).
 pub fn is_alive(pid: Pid) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

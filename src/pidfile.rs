@@ -566,6 +566,30 @@ pub fn read_pid(file: &File) -> anyhow::Result<Option<Pid>> {
     }
 }
 
+/// Points an existing pidfile at `pid`, when the daemon it named has
+/// exited and `pid` took over its lock (a program that forked into the
+/// background after daemonize returned). Only a pidfile the caller owns,
+/// reached without following a symlink, and still the inode `seen` that
+/// was inspected; anything else is left as it is. The same write as a
+/// start's: new content first, then the length.
+pub fn repoint(path: &Path, seen: &File, pid: Pid) -> anyhow::Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)?;
+    let (meta, old) = (file.metadata()?, seen.metadata()?);
+    if meta.dev() != old.dev()
+        || meta.ino() != old.ino()
+        || meta.uid() != nix::unistd::geteuid().as_raw()
+    {
+        anyhow::bail!("'{}' is not the caller's pidfile any more", path.display());
+    }
+    let content = format!("{pid}\n");
+    file.write_all_at(content.as_bytes(), 0)?;
+    file.set_len(content.len() as u64)?;
+    Ok(())
+}
+
 /// Whether `path` still names the open `file` (same device and inode).
 fn names_same_file(path: &Path, file: &File) -> bool {
     match (std::fs::symlink_metadata(path), file.metadata()) {

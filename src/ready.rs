@@ -234,9 +234,7 @@ impl Readiness {
             }
             // After the channel: a READY=1 that came first wins over an
             // interrupt that follows it.
-            if interrupted
-                && let Ok(Some(info)) = interrupts.fd.read_signal()
-            {
+            if interrupted && let Ok(Some(info)) = interrupts.fd.read_signal() {
                 let name = Signal::try_from(info.ssi_signo as i32)
                     .map_or_else(|_| info.ssi_signo.to_string(), |s| s.to_string());
                 let how = stop(&pidfd, pid);

@@ -127,12 +127,24 @@ fn start_stopped_before_exec(dir: &Path) -> Held {
 /// that arrives while strace is still turning the injected SIGSTOP into a
 /// stop comes too early to end it.
 fn continue_until_done(held: &Held) -> i32 {
-    let exited = format!("{} +++ exited with ", held.original);
-    wait_for(TIMEOUT, "daemonize to finish", || {
+    let original = held.original.to_string();
+    let code = common::wait_for_optional(TIMEOUT, || {
         let _ = kill(Pid::from_raw(held.daemon), Signal::SIGCONT);
         let log = fs::read_to_string(&held.log).ok()?;
-        let rest = &log[log.find(&exited)? + exited.len()..];
-        rest.split_whitespace().next()?.parse().ok()
+        // `PID +++ exited with N +++`, the PID padded to a width.
+        log.lines().find_map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                [pid, "+++", "exited", "with", code, "+++"] if pid == original => code.parse().ok(),
+                _ => None,
+            },
+        )
+    });
+    code.unwrap_or_else(|| {
+        panic!(
+            "daemonize (pid {}) did not finish; strace saw:\n{}",
+            held.original,
+            fs::read_to_string(&held.log).unwrap_or_default()
+        )
     })
 }
 
