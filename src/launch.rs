@@ -74,7 +74,7 @@ fn spawn_and_confirm(plan: &mut Plan) -> Result<(), Failure> {
     );
     if let Some(ready) = plan.ready.take() {
         // On failure the daemon has been stopped and reaped already.
-        ready.wait(pid, plan)?;
+        ready.wait(pid, &plan.outputs, plan.creds.as_ref())?;
         return write_pid(plan, pid);
     }
     let Some(pid) = settle(pid, plan)? else {

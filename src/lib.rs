@@ -1,23 +1,27 @@
 //! daemonize: run a command as a Unix daemon and report whether it started.
 //!
-//! Where things live:
-//! - `cli`: the clap definition and value syntax (also feeds man/ and completions/);
-//! - `plan`: the command line resolved into a launch plan, before fork;
-//! - `output`: the daemon's log files;
-//! - `pidfile`: the pidfile and lockfile, locked for single instance;
-//! - `control`: `--status`, `--stop` and `--signal`;
-//! - `identity`: whether a PID in a pidfile is the daemon that wrote it;
-//! - `user`: `--user` and `--group` resolved to ids before fork;
-//! - `detach`: the double fork and exec: the fork-child code, with `unsafe`;
-//! - `sys`: thin wrappers over raw system calls (pidfds, descriptors, NSS),
-//!   the library's only other `unsafe` code, imported by everything above
-//!   and importing nothing of ours;
-//! - `ready`: `--wait-ready` and `--ready-fd`, and waiting for them;
-//! - `report`: the child-to-parent failure records and their messages;
-//! - `launch`: the original process's side of a start;
-//! - `process`: what a start left running (as subreaper): follow it, or
-//!   stop all of it;
-//! - `error`, `logging`: exit codes and diagnostics.
+//! Where things live, bottom up (a module imports only modules below it;
+//! none imports one that imports it back):
+//! - `sys`: thin wrappers over raw system calls (pidfds, descriptors,
+//!   signal dispositions, NSS); with `detach`, the only `unsafe` code;
+//!   imports nothing of ours. `error` and `logging`: exit codes and
+//!   diagnostics.
+//! - `user` (`--user`/`--group` resolved to ids before fork), `identity`
+//!   (whether a PID in a pidfile is the daemon that wrote it), `process`
+//!   (what a start left running, as subreaper: follow it or stop it all),
+//!   `cli` (the clap definition and value syntax; also feeds man/ and
+//!   completions/), `machine` (the supervisor's decisions as a pure state
+//!   machine; its loop is still to come).
+//! - `output` (the daemon's log files), `pidfile` (the pidfile and lockfile,
+//!   locked through a private lock file), `ready` (`--wait-ready` and
+//!   `--ready-fd`, and waiting for them).
+//! - `plan`: the command line resolved into a launch plan, before fork.
+//! - `report`: the child-to-parent failure records and their messages.
+//! - `detach`: the double fork and the daemon's set-up up to exec: the
+//!   fork-child code, which may call only async-signal-safe system calls.
+//! - `launch`: the original process's side of a start; `control`:
+//!   `--status`, `--stop` and `--signal`.
+//! - `lib` itself: parse, pick the mode, run it.
 
 #![deny(unsafe_code)]
 
@@ -27,8 +31,9 @@ mod detach;
 mod error;
 mod identity;
 mod launch;
-// The supervisor's decisions; its loop (issue 10) is not built yet.
 pub mod logging;
+// The supervisor's decisions; its loop (issue 10) is not built yet, so
+// only the unit tests use it.
 #[cfg(test)]
 mod machine;
 mod output;

@@ -43,9 +43,10 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, Uid, UnlinkatFlags, geteuid, getpgid, getpgrp, getpid, unlinkat};
 
 use crate::error::Failure;
-use crate::plan::Plan;
+use crate::output::Outputs;
 use crate::process;
 use crate::sys;
+use crate::user::Credentials;
 
 /// How long a daemon that is stopped after a failed start gets between
 /// SIGTERM and SIGKILL.
@@ -150,7 +151,12 @@ impl Readiness {
 
     /// Waits until the daemon `pid` is ready. On any other ending (death,
     /// `ERRNO=`, EOF, timeout) the daemon is gone when this returns.
-    pub fn wait(mut self, pid: Pid, plan: &Plan) -> Result<(), Failure> {
+    pub fn wait(
+        mut self,
+        pid: Pid,
+        outputs: &Outputs,
+        creds: Option<&Credentials>,
+    ) -> Result<(), Failure> {
         // Our copy of the pipe's write end would hide the daemon's EOF.
         if let Channel::Fd(pipe) = &mut self.channel {
             pipe.write = None;
@@ -206,7 +212,7 @@ impl Readiness {
                     },
                     Ok(Event::Nothing) => {}
                     Ok(Event::Closed) if exited_within(&pidfd, EXIT_AFTER_EOF) => {
-                        return Err(died(pid, plan));
+                        return Err(died(pid, outputs, creds));
                     }
                     Ok(Event::Closed) => {
                         let how = stop(&pidfd, pid);
@@ -246,7 +252,7 @@ impl Readiness {
             if channel_ready {
                 continue;
             } else if exited {
-                return Err(died(pid, plan));
+                return Err(died(pid, outputs, creds));
             } else if n == 0 && left.is_some_and(|left| left.is_zero()) {
                 let how = stop(&pidfd, pid);
                 return Err(anyhow!(
@@ -783,12 +789,12 @@ pub fn end_group(pid: Pid) {
 /// An exit 0 that left processes behind is a program that went into the
 /// background, which no readiness protocol can follow: say so, and how to
 /// keep it in the foreground (`launch` then stops what it left).
-fn died(pid: Pid, plan: &Plan) -> Failure {
+fn died(pid: Pid, outputs: &Outputs, creds: Option<&Credentials>) -> Failure {
     // The daemon is a zombie now, so what it left is already ours.
     let left = process::live_children();
     end_group(pid);
     let status = process::reap(pid);
-    let tail = plan.outputs.tail(plan.creds.as_ref());
+    let tail = outputs.tail(creds);
     if let Some(WaitStatus::Exited(_, 0)) = status
         && !left.is_empty()
     {
