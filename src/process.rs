@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::{Pid, getpid};
 
 use crate::sys;
@@ -52,6 +52,12 @@ fn children() -> Vec<Child> {
 fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     let rest = &stat[stat.rfind(')')? + 1..];
     Some(rest.split_whitespace().collect())
+}
+
+/// Whether this process has any child, running or not (reaping none).
+fn has_children() -> bool {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    !matches!(waitid(Id::All, flags), Err(Errno::ECHILD))
 }
 
 /// The children of ours that are still running (reaping none).
@@ -110,6 +116,12 @@ const FOLLOW_GRACE: Duration = Duration::from_millis(100);
 /// done. With several left, the oldest, which started the others.
 pub fn follow_fork() -> Option<Pid> {
     for _ in 0..100 {
+        // One system call for the common case, a command that is done:
+        // with no child at all, waitid fails with ECHILD, and /proc need
+        // not be read.
+        if !has_children() {
+            return None;
+        }
         reap_exited();
         let mut live: Vec<Child> = children().into_iter().filter(|c| !c.zombie).collect();
         live.sort_by_key(|c| (c.started, c.pid.as_raw()));
