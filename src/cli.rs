@@ -157,7 +157,8 @@ sections![
     ),
 ];
 
-/// Raw options. See SPEC.md for the contract behind each one.
+/// Raw options. See docs/design.md, "Command line", for the contract behind
+/// each one.
 #[derive(Parser, Debug)]
 #[command(
     name = "daemonize",

@@ -301,7 +301,7 @@ fn intermediate(args: &ChildArgs) -> ! {
     }
 }
 
-/// The daemon: SPEC.md detach steps 7, 4, 5, 6 and 8. Privileges are
+/// The daemon: docs/design.md, detach steps 7, 4, 5, 6 and 8. Privileges are
 /// dropped first, so the working directory and the log files are reached
 /// with the daemon's own credentials, never root's.
 fn daemon(args: &ChildArgs) -> ! {

@@ -1,6 +1,7 @@
 //! Failures and exit codes. Every error that ends a run is a [`Failure`]: an
-//! `anyhow` chain plus the exit code the contract (SPEC.md) assigns to it. It
-//! is printed exactly once, as one line prefixed `daemonize: `, by `main`.
+//! `anyhow` chain plus the exit code the contract (docs/design.md, "Exit
+//! status") assigns to it. It is printed exactly once, as one line prefixed
+//! `daemonize: `, by `main`.
 
 use std::fmt::Write as _;
 

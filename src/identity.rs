@@ -1,5 +1,5 @@
-//! The identity rule (SPEC.md, "Files"): finding a daemon that dropped its
-//! lock.
+//! The identity rule (docs/design.md, "The identity rule"): finding a
+//! daemon that dropped its lock.
 //!
 //! sshd (`closefrom`) and dnsmasq close every descriptor they inherit at
 //! start-up, the lock among them, so the lock no longer says whether they

@@ -16,8 +16,8 @@ use crate::report;
 pub fn start(plan: &mut Plan) -> Result<(), Failure> {
     let started = spawn_and_confirm(plan);
     if started.is_err() {
-        // SPEC.md "A start that does not stay up": nothing is left behind,
-        // not even what called setsid; only then may the pidfile go.
+        // docs/design.md, "A start that does not stay up": nothing is left
+        // behind, not even what called setsid; only then may the pidfile go.
         let killed = process::kill_leftovers();
         if killed > 0 {
             tracing::info!(killed, "stopped what the failed start left running");
@@ -113,8 +113,8 @@ fn done(plan: &Plan) -> Result<(), Failure> {
 /// Looks, without waiting, at whether the daemon `pid` has already ended.
 /// Still running: `Some(pid)`. Exited 0: it went into the background (or
 /// was done); the process it left becomes the daemon (`Some`), if any
-/// (SPEC.md "A start that does not stay up"). Any other end is a failed
-/// start, reported with its status and what it wrote to its log.
+/// (docs/design.md, "A start that does not stay up"). Any other end is a
+/// failed start, reported with its status and what it wrote to its log.
 fn settle(pid: Pid, plan: &Plan) -> Result<Option<Pid>, Failure> {
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
     match waitid(Id::Pid(pid), flags) {

@@ -52,7 +52,7 @@ pub use error::Failure;
 pub fn main() -> u8 {
     sys::disable_backtrace_capture();
     sys::default_sigchld();
-    // SPEC.md step 1, before anything can open a file.
+    // docs/design.md, detach step 1, before anything can open a file.
     if let Err(e) = sys::occupy_stdio() {
         return Failure::from(e).report();
     }

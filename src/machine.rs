@@ -44,7 +44,7 @@ pub struct Config {
 }
 
 /// A run without readiness that lasts this long was healthy: it resets the
-/// restart delay and count (SPEC.md "Supervision").
+/// restart delay and count (docs/design.md, "Planned: supervision").
 pub const HEALTHY_RUN: Duration = Duration::from_secs(10);
 
 /// How a run of COMMAND ended.
@@ -94,7 +94,8 @@ pub enum Effect {
     /// Send this signal to COMMAND.
     Signal(i32),
     /// COMMAND is gone and will not be restarted for now: the pidfile is
-    /// emptied (SPEC.md: empty while a restart is pending).
+    /// emptied (docs/design.md, "Planned: supervision": empty while a
+    /// restart is pending).
     ClearPid,
     /// Write this to the log/status channel.
     Say(String),

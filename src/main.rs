@@ -5,7 +5,8 @@
 //! about a dozen system calls and 100 KiB of resident memory that a launcher
 //! which exists for a millisecond does not need (issue 6 measures this).
 //! std itself still works: on linux-gnu it learns argc/argv from glibc's
-//! `.init_array`, and `daemonize` occupies fds 0-2 itself (SPEC.md step 1).
+//! `.init_array`, and `daemonize` occupies fds 0-2 itself (docs/design.md,
+//! detach step 1).
 //! The Rust runtime would also ignore SIGPIPE; without it, a closed stderr
 //! ends us with SIGPIPE rather than an EPIPE nobody could report anyway.
 

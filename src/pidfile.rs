@@ -380,7 +380,8 @@ fn claim(path: &Path) -> Result<File, Failure> {
         .create_new(true)
         .open(path)
         .and_then(|file| {
-            // Created by us: 0644 whatever the caller's umask, as SPEC.md says.
+            // Created by us: 0644 whatever the caller's umask (docs/design.md,
+            // "The pidfile").
             file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
             Ok(file)
         });

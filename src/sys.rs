@@ -50,8 +50,9 @@ pub fn fd_is_open(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
 }
 
-/// SPEC.md step 1: descriptors 0, 1 and 2 are occupied (with `/dev/null`)
-/// before anything else is opened, so no file ever lands on them by accident.
+/// Detach step 1 (docs/design.md): descriptors 0, 1 and 2 are occupied
+/// (with `/dev/null`) before anything else is opened, so no file ever lands
+/// on them by accident.
 pub fn occupy_stdio() -> anyhow::Result<()> {
     for fd in 0..3 {
         if !fd_is_open(fd) {
@@ -181,9 +182,9 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: impl SignalNumber) -> nix::Res
     if rc == 0 { Ok(()) } else { Err(Errno::last()) }
 }
 
-/// Puts SIGCHLD back to its default disposition (SPEC.md step 2). A caller
-/// that ignores SIGCHLD would otherwise have the kernel reap our children
-/// for us, and no exit status could be collected.
+/// Puts SIGCHLD back to its default disposition (docs/design.md, detach
+/// step 2). A caller that ignores SIGCHLD would otherwise have the kernel
+/// reap our children for us, and no exit status could be collected.
 pub fn default_sigchld() {
     use nix::sys::signal::{SigHandler, Signal, signal};
     // SAFETY: SIG_DFL installs no handler, so no code of ours can run

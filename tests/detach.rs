@@ -1,5 +1,5 @@
-//! The state a daemon starts in (SPEC.md, "The detach steps"), observed in
-//! /proc, and how daemonize behaves for various callers.
+//! The state a daemon starts in (docs/design.md, "The detach steps"),
+//! observed in /proc, and how daemonize behaves for various callers.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Bad input: the exit status (SPEC.md, "Exit status"), the one-line
+//! Bad input: the exit status (docs/design.md, "Exit status"), the one-line
 //! message, and that nothing was left running.
 
 mod common;

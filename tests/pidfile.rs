@@ -1,5 +1,5 @@
-//! The pidfile and the lockfile (SPEC.md, "Files"), `--status` and `--stop`,
-//! and the LSB init script in examples/ that drives them.
+//! The pidfile and the lockfile (docs/design.md, "Files"), `--status` and
+//! `--stop`, and the LSB init script in examples/ that drives them.
 //!
 //! Every daemon is owned by a [`Daemon`] guard as soon as its PID is known.
 //! A daemon that a test reaps itself (to see which signal ended it) is
@@ -512,7 +512,7 @@ fn a_failed_start_removes_a_stale_pidfile_rather_than_leave_it_naming_a_dead_pro
 /// file still holds the *stale* PID: the new PID is only written at the
 /// end. `--status` then reports that stale PID as running, and `--stop`
 /// trusts it (the lock is held, the content unchanged) and signals whatever
-/// process has that PID now: exactly the PID-reuse case SPEC.md says
+/// process has that PID now: exactly the PID-reuse case docs/design.md says
 /// `--stop` cannot hit. Here the stale PID is a live bystander of ours.
 /// `--stop` must end the start in progress through the lock instead.
 #[test]

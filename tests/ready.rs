@@ -1,4 +1,5 @@
-//! Readiness (SPEC.md, `--wait-ready`, `--ready-fd`, `--ready-timeout`):
+//! Readiness (docs/design.md, "The readiness channel": `--wait-ready`,
+//! `--ready-fd`, `--ready-timeout`):
 //! daemonize returns only once the daemon says it is ready, and a daemon
 //! that dies, reports an error or times out first is a failed start (125)
 //! that leaves nothing behind.

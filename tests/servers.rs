@@ -3,7 +3,8 @@
 //! server supports), speak a little of its protocol to see that it really
 //! serves, `--status`, a second start that is refused, `--reload` where the
 //! server reloads on SIGHUP, and `--stop`, after which no process of the
-//! server may remain (SPEC.md, "Files" and "A start that does not stay up").
+//! server may remain (docs/design.md, "Files" and "A start that does not stay
+//! up").
 //!
 //! Each server is started the way its package's service runs it, in the
 //! foreground where it can be kept there, with every file (configuration,

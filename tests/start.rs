@@ -1,8 +1,9 @@
 //! Starts that do not stay up, and commands that must not run the wrong
-//! way (SPEC.md "A start that does not stay up"): a command that exits at
-//! once, one that forks into the background, what a failed start leaves,
-//! the log lines a failure quotes, FIFOs as logs, binaries that are not
-//! for this machine, missing interpreters, and callers that ignore SIGCHLD.
+//! way (docs/design.md, "A start that does not stay up"): a command that
+//! exits at once, one that forks into the background, what a failed start
+//! leaves, the log lines a failure quotes, FIFOs as logs, binaries that are
+//! not for this machine, missing interpreters, and callers that ignore
+//! SIGCHLD.
 
 mod common;
 

@@ -1,4 +1,5 @@
-//! Running as another user (`-u`, `-g`; SPEC.md detach step 7 and "Files"):
+//! Running as another user (`-u`, `-g`; docs/design.md, detach step 7 and
+//! "Files"):
 //! the ids, groups, capabilities and environment the daemon gets, observed
 //! in /proc; which files are opened as root and which as the user; and who
 //! may use the options at all.
