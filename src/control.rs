@@ -346,8 +346,17 @@ pub fn signal(path: &Path, signal: Sig) -> Result<u8, Failure> {
             )
             .context(context),
         )),
-        Found::Holders { pid: Some(pid), .. } if !identity::is_alive(pid) => Err(not_running(
-            format!("pid {pid} has exited; processes it started hold its lock"),
+        // The instance runs (`--status` says so), but no one process of
+        // it is the daemon to signal.
+        Found::Holders { pid: Some(pid), .. } if !identity::is_alive(pid) => Err(Failure::new(
+            STATUS_UNKNOWN,
+            anyhow!(
+                "pid {pid} in '{}' has exited, and the processes that hold its lock are \
+                 not one process tree",
+                path.display()
+            )
+            .context("cannot tell which process is the daemon")
+            .context(context),
         )),
         Found::Holders { pid: Some(pid), .. } => Err(Failure::new(
             STATUS_UNKNOWN,

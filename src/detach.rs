@@ -249,7 +249,8 @@ impl Drop for Stack {
 /// # Safety
 /// The process must be single-threaded. `entry` must never return, must
 /// write to no memory but its own stack, the `errno` it shares with us and
-/// `environ`, and may call only async-signal-safe functions. `args` must stay
+/// the `sh_argv` scratch array set aside for it, and may call only
+/// async-signal-safe functions. `args` must stay
 /// valid until this returns.
 unsafe fn vfork_into(
     entry: extern "C" fn(*mut libc::c_void) -> c_int,

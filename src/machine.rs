@@ -4,11 +4,15 @@
 //! state/event switch and FreeBSD daemon(8)'s single kqueue loop are the
 //! models; docs/design.md has the contract).
 //!
-//! The loop in `supervise` turns descriptors into [`Event`]s, calls
-//! [`Machine::step`], carries out the [`Effect`]s, and sleeps until the
-//! next event or [`Machine::deadline`]: every wait (the restart delay, the
-//! readiness timeout, the watchdog, the kill escalation) is that one
-//! deadline, never a sleep.
+//! The supervisor's loop (still to be built, issue 10) turns descriptors
+//! into [`Event`]s, calls [`Machine::step`], carries out the [`Effect`]s,
+//! and sleeps until the next event or [`Machine::deadline`]: every wait
+//! (the restart delay, the readiness timeout, the watchdog, the kill
+//! escalation) is that one deadline, never a sleep.
+//!
+//! Any run that ends before it was healthy counts towards the backoff,
+//! an exit 0 under `--restart=always` too: a command that exits at once,
+//! successfully or not, must not be restarted in a tight loop.
 
 use std::time::{Duration, Instant};
 

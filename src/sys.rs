@@ -1,6 +1,6 @@
 //! Thin wrappers over raw system calls, at the bottom of the layout: every
-//! `unsafe` block of the library that is not fork-child code lives here
-//! (`detach` holds the rest). Nothing here knows about plans, pidfiles or
+//! `unsafe` block of the library that is not about forking lives here
+//! (`detach` holds the rest: the children's code, their stacks, `clone`). Nothing here knows about plans, pidfiles or
 //! daemons; each function is one system call (or a short fixed sequence)
 //! with its errors turned into `nix`/`anyhow` results. Nothing here runs in
 //! a forked child.
