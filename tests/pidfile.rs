@@ -703,6 +703,52 @@ fn stop_after_the_daemon_died_stops_the_children_holding_its_lock() {
     );
 }
 
+/// When the daemon has died and the processes left holding its lock are
+/// not one tree (two children of the daemon's), none of them is "the
+/// daemon": `--status` says the instance runs, `--signal` cannot tell whom
+/// to signal (4) and signals nobody, and `--stop` stops them all.
+#[test]
+fn signal_after_the_daemon_died_leaving_two_lock_holders_cannot_tell_and_sends_nothing() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    let (first, second) = (dir.path().join("first.pid"), dir.path().join("second.pid"));
+    let spec = DaemonSpec::new(dir.path()).prelude(&format!(
+        r#"(exec sleep 1000) & echo $! > "{}"; (exec sleep 1000) & echo $! > "{}""#,
+        first.display(),
+        second.display()
+    ));
+    let Launched { daemon, .. } = launch_with(daemonize(), spec, pidfile_option(&pidfile));
+    let children = [first, second].map(|f| Daemon::new(wait_for_pid_file(&f, TIMEOUT)));
+    for child in &children {
+        wait_until(TIMEOUT, "the child to exec sleep", || {
+            procfs::cmdline(child.pid())
+                .is_ok_and(|argv| argv.first().is_some_and(|a| a == "sleep"))
+        });
+    }
+    kill(Pid::from_raw(daemon.pid()), Signal::SIGKILL).unwrap();
+    let _ = reap(daemon);
+    status(&pidfile).assert_code(0);
+    control(&pidfile, &["--signal", "TERM"]).assert_failed(
+        4,
+        &[
+            "cannot tell which process is the daemon",
+            "not one process tree",
+        ],
+    );
+    for child in &children {
+        assert!(child.is_alive(), "--signal signalled {}", child.pid());
+    }
+    stop(&pidfile, &[]).assert_code(0);
+    for child in children {
+        let pid = child.pid();
+        assert!(
+            matches!(reap(child), WaitStatus::Signaled(_, Signal::SIGTERM, _)),
+            "child {pid} did not end by SIGTERM"
+        );
+    }
+}
+
 /// Starts a daemon, stops it with `options`, and checks that it ended by
 /// `expected` and that the pidfile is gone.
 #[track_caller]
