@@ -11,12 +11,11 @@
 //! never signalled.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 use nix::errno::Errno;
 use nix::libc::c_int;
 use nix::sys::signal::{SigSet, Signal};
@@ -26,7 +25,7 @@ use crate::cli::Sig;
 use crate::error::{EXIT_FAILURE, EXIT_RUNNING, Failure};
 use crate::identity;
 use crate::pidfile::{self, Companion, Removal};
-use crate::sys::{pidfd_exited_within, pidfd_open, pidfd_send_signal};
+use crate::process::{Process, StopError, Stopped};
 
 /// LSB init-script status codes (LSB 4.1, "Init Script Actions").
 const STATUS_RUNNING: u8 = 0;
@@ -51,13 +50,9 @@ enum Found<'a> {
     /// Nobody holds the lock and the pidfile names no daemon: it is empty,
     /// or its PID is dead or was reused by another process.
     Stale,
-    /// The daemon, pinned by a pidfd; found by its lock, or by the identity
-    /// rule when it runs without it.
-    Daemon {
-        pid: Pid,
-        pidfd: OwnedFd,
-        by_lock: bool,
-    },
+    /// The daemon, pinned; found by its lock, or by the identity rule when
+    /// it runs without it.
+    Daemon { daemon: Process, by_lock: bool },
     /// The lock is held, but not by the PID in the file (it has exited, or
     /// it is not the daemon), or the file holds no PID yet (a start in
     /// progress). The processes holding the lock (on `lock`, the lock
@@ -183,8 +178,7 @@ fn by_identity(pf: &Pidfile, pid: Pid) -> Result<Option<Found<'static>>, Problem
     Ok(pidfd.map(|pidfd| {
         tracing::info!(pid = pid.as_raw(), "the daemon found by the identity rule");
         Found::Daemon {
-            pid,
-            pidfd,
+            daemon: Process::from_pidfd(pid, pidfd),
             by_lock: false,
         }
     }))
@@ -206,7 +200,7 @@ fn successor(pf: &Pidfile, lock: &File, gone: Pid) -> Result<Option<Found<'stati
     let [root] = roots[..] else {
         return Ok(None);
     };
-    let Ok(pidfd) = pidfd_open(root) else {
+    let Ok(daemon) = Process::open(root) else {
         return Ok(None);
     };
     // Pinned: check again that this very process holds the lock.
@@ -222,8 +216,7 @@ fn successor(pf: &Pidfile, lock: &File, gone: Pid) -> Result<Option<Found<'stati
         tracing::debug!(error = %e, "pidfile left as it is");
     }
     Ok(Some(Found::Daemon {
-        pid: root,
-        pidfd,
+        daemon,
         by_lock: true,
     }))
 }
@@ -233,8 +226,8 @@ fn by_lock<'a>(pf: &Pidfile, lock: &'a File, pid: Option<Pid>) -> Result<Found<'
     let Some(pid) = pid else {
         return Ok(Found::Holders { pid: None, lock });
     };
-    let pidfd = match pidfd_open(pid) {
-        Ok(fd) => fd,
+    let daemon = match Process::open(pid) {
+        Ok(daemon) => daemon,
         // Gone (or a thread's ID): processes it started hold the lock.
         Err(Errno::ESRCH | Errno::EINVAL) => {
             return match successor(pf, lock, pid)? {
@@ -257,8 +250,7 @@ fn by_lock<'a>(pf: &Pidfile, lock: &'a File, pid: Option<Pid>) -> Result<Found<'
     // rewritten by someone who may write it.
     match holds_lock(pid, lock) {
         Ok(true) => Ok(Found::Daemon {
-            pid,
-            pidfd,
+            daemon,
             by_lock: true,
         }),
         // A zombie no longer holds anything: the same as gone.
@@ -296,7 +288,7 @@ pub fn status(path: &Path) -> Result<u8, Failure> {
             say(&format!("not running (stale pidfile '{}')", path.display()));
             return Ok(STATUS_DEAD_PIDFILE_EXISTS);
         }
-        Found::Daemon { pid, .. } => say(&format!("running (pid {pid})")),
+        Found::Daemon { daemon, .. } => say(&format!("running (pid {})", daemon.pid())),
         // Locked but still empty: a start is between its lock and its write.
         Found::Holders { pid: None, .. } => say(&format!(
             "running (starting; no PID in '{}' yet)",
@@ -354,15 +346,12 @@ pub fn signal(path: &Path, signal: Sig) -> Result<u8, Failure> {
             anyhow!("pid {pid} in '{}' does not hold its lock", path.display())
                 .context("cannot tell which process is the daemon"),
         )),
-        Found::Daemon {
-            pid,
-            pidfd,
-            by_lock,
-        } => {
+        Found::Daemon { daemon, by_lock } => {
+            let pid = daemon.pid();
             tracing::info!(pid = pid.as_raw(), %signal, by_lock, "signalling the daemon");
-            match pidfd_send_signal(&pidfd, signal.number()) {
-                Ok(()) => Ok(0),
-                Err(Errno::ESRCH) => Err(not_running(format!("pid {pid} has just exited"))),
+            match daemon.signal(signal.number()) {
+                Ok(true) => Ok(0),
+                Ok(false) => Err(not_running(format!("pid {pid} has just exited"))),
                 Err(e) => Err(anyhow!(e)
                     .context(format!("cannot send {signal} to pid {pid}"))
                     .into()),
@@ -394,7 +383,7 @@ pub fn stop(path: &Path, signal: Sig, timeout: Duration) -> Result<u8, Failure> 
     // then the identity rule, before the pidfile is stale.
     for _ in 0..4 {
         match find(&pf).map_err(problem)? {
-            Found::Daemon { pid, by_lock, .. } if !by_lock && Some(pid) == not_daemon => {
+            Found::Daemon { daemon, by_lock } if !by_lock && Some(daemon.pid()) == not_daemon => {
                 return Ok(remove(&pf, not_daemon));
             }
             Found::Stale => return Ok(remove(&pf, not_daemon)),
@@ -404,12 +393,8 @@ pub fn stop(path: &Path, signal: Sig, timeout: Duration) -> Result<u8, Failure> 
                     return Ok(0);
                 }
             }
-            Found::Daemon {
-                pid,
-                pidfd,
-                by_lock,
-            } => {
-                stop_daemon(pid, &pidfd, signal, deadline).map_err(cannot)?;
+            Found::Daemon { daemon, by_lock } => {
+                stop_daemon(&daemon, signal, deadline).map_err(cannot)?;
                 if !by_lock && matches!(pf.companion, Companion::Denied(_)) {
                     // Stopped, but its lock file is not ours to take, so
                     // the pidfile stays (stale: the next start takes it).
@@ -437,17 +422,21 @@ fn remove(pf: &Pidfile, not_daemon: Option<Pid>) -> u8 {
 
 /// Signals the daemon through its pidfd, waits until the deadline, then
 /// sends SIGKILL; returns once it has exited.
-fn stop_daemon(pid: Pid, pidfd: &OwnedFd, signal: Sig, deadline: Instant) -> anyhow::Result<()> {
+fn stop_daemon(daemon: &Process, signal: Sig, deadline: Instant) -> anyhow::Result<()> {
+    let pid = daemon.pid();
     tracing::info!(pid = pid.as_raw(), %signal, "signalling");
-    send(pidfd, signal.number(), &signal, pid)?;
-    if !wait_exit(pidfd, deadline.saturating_duration_since(Instant::now()))? {
-        tracing::info!(
-            pid = pid.as_raw(),
-            "still running after the timeout: sending SIGKILL"
-        );
-        send(pidfd, Signal::SIGKILL as c_int, &Signal::SIGKILL, pid)?;
-        if !wait_exit(pidfd, KILL_GRACE)? {
-            return Err(anyhow!("pid {pid} is still running after SIGKILL"));
+    let grace = deadline.saturating_duration_since(Instant::now());
+    match daemon.stop(signal.number(), grace, KILL_GRACE) {
+        Ok(Stopped::AlreadyExited | Stopped::BySignal | Stopped::Killed) => {}
+        Ok(Stopped::StillRunning) => bail!("pid {pid} is still running after SIGKILL"),
+        Err(StopError::Signal(e)) => {
+            return Err(anyhow!(e).context(format!("cannot send {signal} to pid {pid}")));
+        }
+        Err(StopError::Kill(e)) => {
+            return Err(anyhow!(e).context(format!("cannot send SIGKILL to pid {pid}")));
+        }
+        Err(StopError::Wait(e)) => {
+            return Err(anyhow!(e).context("cannot wait for the daemon to exit"));
         }
     }
     tracing::info!(pid = pid.as_raw(), "stopped");
@@ -509,11 +498,11 @@ const HOLDER_POLL: Duration = Duration::from_millis(10);
 /// Signals `pid` only if, once pinned by a pidfd, it still holds the lock:
 /// a PID reused meanwhile belongs to a process that does not.
 fn signal_holder(lock: &File, pid: Pid, number: c_int, name: &dyn std::fmt::Display) {
-    if let Ok(pidfd) = pidfd_open(pid)
+    if let Ok(holder) = Process::open(pid)
         && holds_lock(pid, lock).unwrap_or(false)
     {
         tracing::info!(pid = pid.as_raw(), signal = %name, "signalling a process that holds the lock");
-        let _ = pidfd_send_signal(&pidfd, number);
+        let _ = holder.signal(number);
     }
 }
 
@@ -618,23 +607,4 @@ fn say(line: &str) {
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
-}
-
-fn send(
-    pidfd: &OwnedFd,
-    number: c_int,
-    name: &dyn std::fmt::Display,
-    pid: Pid,
-) -> anyhow::Result<()> {
-    match pidfd_send_signal(pidfd, number) {
-        // Exited between our checks and the signal: nothing left to stop.
-        Ok(()) | Err(Errno::ESRCH) => Ok(()),
-        Err(e) => Err(anyhow!(e).context(format!("cannot send {name} to pid {pid}"))),
-    }
-}
-
-/// Waits for the process behind `pidfd` to exit (true) or `timeout` to pass.
-fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> anyhow::Result<bool> {
-    pidfd_exited_within(pidfd, timeout)
-        .map_err(|e| anyhow!(e).context("cannot wait for the daemon to exit"))
 }
