@@ -450,6 +450,13 @@ fn stop_daemon(daemon: &Process, signal: Sig, deadline: Instant) -> anyhow::Resu
 /// at the deadline. Returns once the lock is free: true if the pidfile was
 /// removed with it, false if the pidfile now needs another look (it names
 /// a daemon by the identity rule, or is not a pidfile).
+///
+/// flock(2) cannot wait for a release with a timeout, but the holders are
+/// processes: each one signalled stays pinned, and one poll(2) over all
+/// their pidfds waits for the first exit, up to the end of the phase (the
+/// deadline, then [`KILL_GRACE`] after it). Each exit brings another look
+/// at the lock and at who holds it, so a holder that appears meanwhile is
+/// signalled too. See [`next_look`] for what no exit would show.
 fn stop_holders(
     pf: &Pidfile,
     lock: &File,
@@ -457,53 +464,134 @@ fn stop_holders(
     deadline: Instant,
     not_daemon: Option<Pid>,
 ) -> Result<bool, Problem> {
+    // Each holder gets `signal`, and SIGKILL, once (by its PID as seen).
     let mut signalled: Vec<Pid> = Vec::new();
-    let mut killed = false;
+    let mut killed: Vec<Pid> = Vec::new();
+    let mut killing = false;
+    // Holders pinned and waited on.
+    let mut watched: Vec<Process> = Vec::new();
     loop {
         match pidfile::remove_stale(pf.path, &pf.file, &pf.companion, not_daemon) {
             Removal::Removed => return Ok(true),
             Removal::Kept => return Ok(false),
             Removal::Busy => {}
         }
-        let now = Instant::now();
         let holders = visible_holders(lock)?;
-        if killed && now >= deadline + KILL_GRACE {
+        let now = Instant::now();
+        let phase = phase(now, deadline, killing);
+        if phase == Phase::GiveUp {
             return Err(Problem::Broken(anyhow!(
                 "the daemon has exited, but processes {} still hold the lock on '{}' after SIGKILL",
                 list(&holders),
                 pidfile::companion_path(pf.path).display()
             )));
         }
-        if now < deadline {
-            for holder in holders {
-                if !signalled.contains(&holder) {
-                    signal_holder(lock, holder, signal.number(), &signal);
-                    signalled.push(holder);
+        // One still running now was running during the look, which so saw
+        // it and not a process that took its PID since. One that let go of
+        // the lock is no longer part of the daemon.
+        watched.retain(|p| {
+            holders.contains(&p.pid()) && !p.exited_within(Duration::ZERO).unwrap_or(false)
+        });
+        let (number, name, sent): (c_int, &dyn std::fmt::Display, _) = match phase {
+            Phase::Signal => (signal.number(), &signal, &mut signalled),
+            Phase::Kill | Phase::GiveUp => {
+                (Signal::SIGKILL as c_int, &Signal::SIGKILL, &mut killed)
+            }
+        };
+        for &holder in &holders {
+            let at = watched.iter().position(|p| p.pid() == holder);
+            if sent.contains(&holder) {
+                // Signalled while there was no room to watch it.
+                if at.is_none()
+                    && watched.len() < WATCH_LIMIT
+                    && let Some(pinned) = pin_holder(lock, holder)
+                {
+                    watched.push(pinned);
                 }
+                continue;
             }
-        } else if !killed {
-            for holder in holders {
-                signal_holder(lock, holder, Signal::SIGKILL as c_int, &Signal::SIGKILL);
+            let pinned = match at {
+                Some(_) => None,
+                None => pin_holder(lock, holder),
+            };
+            let Some(process) = at.map(|i| &watched[i]).or(pinned.as_ref()) else {
+                continue;
+            };
+            tracing::info!(pid = holder.as_raw(), signal = %name, "signalling a process that holds the lock");
+            let _ = process.signal(number);
+            sent.push(holder);
+            if let Some(pinned) = pinned
+                && watched.len() < WATCH_LIMIT
+            {
+                watched.push(pinned);
             }
-            killed = true;
         }
-        std::thread::sleep(HOLDER_POLL);
+        killing |= phase == Phase::Kill;
+        let until = next_look(now, deadline, !watched.is_empty());
+        Process::wait_any(&watched, until).map_err(|e| {
+            Problem::Broken(anyhow!(e).context("cannot wait for the processes that hold the lock"))
+        })?;
     }
 }
 
-/// How often `stop_holders` looks at the lock: flock(2) has no way to wait
-/// for a release with a timeout.
+/// Where [`stop_holders`] stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Before the deadline: each holder gets the stop signal.
+    Signal,
+    /// From the deadline on: each holder gets SIGKILL.
+    Kill,
+    /// [`KILL_GRACE`] after the deadline, once SIGKILL has gone out at an
+    /// earlier look: holders that remain are beyond stopping.
+    GiveUp,
+}
+
+/// The phase at `now`; `killing`: a look in [`Phase::Kill`] has sent
+/// SIGKILL already.
+fn phase(now: Instant, deadline: Instant, killing: bool) -> Phase {
+    if killing && now >= deadline + KILL_GRACE {
+        Phase::GiveUp
+    } else if now >= deadline {
+        Phase::Kill
+    } else {
+        Phase::Signal
+    }
+}
+
+/// The latest time of the next look at the lock: the end of the phase,
+/// unless a recheck comes first. An exit of a watched holder comes before
+/// either. No exit shows a holder that lets go of the lock and lives on, or
+/// one in a process that cannot be watched (a start in progress, which is
+/// daemonize itself; one out of sight): with holders `watching`, those are
+/// looked for every [`LOCK_RECHECK`], and with none, every [`HOLDER_POLL`].
+fn next_look(now: Instant, deadline: Instant, watching: bool) -> Instant {
+    let end = if now < deadline {
+        deadline
+    } else {
+        deadline + KILL_GRACE
+    };
+    let recheck = if watching { LOCK_RECHECK } else { HOLDER_POLL };
+    end.min(now + recheck)
+}
+
+/// How soon `stop_holders` looks at the lock again when it has no holder
+/// to watch, so no exit to wait for.
 const HOLDER_POLL: Duration = Duration::from_millis(10);
 
-/// Signals `pid` only if, once pinned by a pidfd, it still holds the lock:
-/// a PID reused meanwhile belongs to a process that does not.
-fn signal_holder(lock: &File, pid: Pid, number: c_int, name: &dyn std::fmt::Display) {
-    if let Ok(holder) = Process::open(pid)
-        && holds_lock(pid, lock).unwrap_or(false)
-    {
-        tracing::info!(pid = pid.as_raw(), signal = %name, "signalling a process that holds the lock");
-        let _ = holder.signal(number);
-    }
+/// How soon `stop_holders` looks at the lock again while it watches
+/// holders, whose exits wake it at once.
+const LOCK_RECHECK: Duration = Duration::from_secs(1);
+
+/// The most holders watched at once: each pidfd is a descriptor, and the
+/// caller's limit may be as low as 1024. A holder beyond it is signalled
+/// all the same, and watched once there is room.
+const WATCH_LIMIT: usize = 256;
+
+/// Pins process `pid` if, once pinned, it still holds the lock: a PID
+/// reused meanwhile belongs to a process that does not.
+fn pin_holder(lock: &File, pid: Pid) -> Option<Process> {
+    let holder = Process::open(pid).ok()?;
+    holds_lock(pid, lock).unwrap_or(false).then_some(holder)
 }
 
 /// The processes that hold the lock, when the caller can see them all: if
@@ -607,4 +695,45 @@ fn say(line: &str) {
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn holders_get_the_signal_then_sigkill_then_a_grace_period() {
+        let deadline = Instant::now() + 1000 * MS;
+        let before = deadline - MS;
+        let give_up = deadline + KILL_GRACE;
+        assert_eq!(phase(before, deadline, false), Phase::Signal);
+        assert_eq!(phase(deadline, deadline, false), Phase::Kill);
+        assert_eq!(phase(deadline + MS, deadline, true), Phase::Kill);
+        assert_eq!(phase(give_up - MS, deadline, true), Phase::Kill);
+        assert_eq!(phase(give_up, deadline, true), Phase::GiveUp);
+        // Nobody is given up on before SIGKILL has gone out.
+        assert_eq!(phase(give_up + MS, deadline, false), Phase::Kill);
+    }
+
+    #[test]
+    fn the_next_look_is_the_end_of_the_phase_or_a_recheck() {
+        let deadline = Instant::now() + 10_000 * MS;
+        let give_up = deadline + KILL_GRACE;
+        // Watching holders: their exits wake the wait; rechecks are rare.
+        let now = deadline - 5000 * MS;
+        assert_eq!(next_look(now, deadline, true), now + LOCK_RECHECK);
+        let now = deadline - MS;
+        assert_eq!(next_look(now, deadline, true), deadline);
+        assert_eq!(next_look(deadline, deadline, true), deadline + LOCK_RECHECK);
+        let now = give_up - MS;
+        assert_eq!(next_look(now, deadline, true), give_up);
+        // Nothing to watch: the lock itself is looked at.
+        let now = deadline - 5000 * MS;
+        assert_eq!(next_look(now, deadline, false), now + HOLDER_POLL);
+        // Past the end: at once.
+        let now = give_up + MS;
+        assert_eq!(next_look(now, deadline, true), give_up);
+    }
 }

@@ -17,9 +17,10 @@
 //! Nothing here runs in a forked child.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::{Pid, getpgid, getpgrp, getpid};
@@ -142,6 +143,17 @@ impl Process {
     /// poll(2) on the pidfd with a deadline.
     pub fn exited_within(&self, timeout: Duration) -> nix::Result<bool> {
         sys::pidfd_exited_within(&self.pidfd, timeout)
+    }
+
+    /// Waits until one of `processes` exits or `deadline` passes: true in
+    /// the first case (at once if one already had). One poll(2) over all
+    /// their pidfds; with none, it waits out the deadline.
+    pub fn wait_any(processes: &[Process], deadline: Instant) -> nix::Result<bool> {
+        let mut fds: Vec<PollFd> = processes
+            .iter()
+            .map(|p| PollFd::new(p.as_fd(), PollFlags::POLLIN))
+            .collect();
+        Ok(sys::poll_until(&mut fds, deadline)? > 0)
     }
 
     /// Stops this process: `first` (to its group, see
@@ -355,7 +367,6 @@ mod tests {
     use std::io::{BufRead, BufReader};
     use std::os::unix::process::{CommandExt, ExitStatusExt};
     use std::process::{Child, Command, Stdio};
-    use std::time::Instant;
 
     const LONG: Duration = Duration::from_secs(10);
 
@@ -469,5 +480,33 @@ mod tests {
             process.reap(),
             Some(WaitStatus::Signaled(_, Signal::SIGTERM, _))
         ));
+    }
+
+    #[test]
+    fn wait_any_wakes_at_the_first_exit_or_else_at_the_deadline() {
+        let children = [sh("exec sleep 60", false), sh("exec sleep 60", false)];
+        let processes: Vec<Process> = children
+            .iter()
+            .map(|c| Process::child(pid(c)).unwrap())
+            .collect();
+        let before = Instant::now();
+        let short = Duration::from_millis(50);
+        assert_eq!(Process::wait_any(&processes, before + short), Ok(false));
+        assert!(before.elapsed() >= short);
+        assert_eq!(processes[1].signal(Signal::SIGKILL), Ok(true));
+        let before = Instant::now();
+        assert_eq!(Process::wait_any(&processes, before + LONG), Ok(true));
+        assert!(before.elapsed() < LONG);
+        // Nothing to wait for: the deadline.
+        let before = Instant::now();
+        assert_eq!(Process::wait_any(&[], before + short), Ok(false));
+        assert!(before.elapsed() >= short);
+        for process in processes {
+            process.signal(Signal::SIGKILL).unwrap();
+            assert!(matches!(
+                process.reap(),
+                Some(WaitStatus::Signaled(_, Signal::SIGKILL, _))
+            ));
+        }
     }
 }
