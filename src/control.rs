@@ -11,12 +11,11 @@
 //! never signalled.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 use nix::errno::Errno;
 use nix::libc::c_int;
 use nix::sys::signal::{SigSet, Signal};
@@ -26,7 +25,7 @@ use crate::cli::Sig;
 use crate::error::{EXIT_FAILURE, EXIT_RUNNING, Failure};
 use crate::identity;
 use crate::pidfile::{self, Companion, Removal};
-use crate::sys::{pidfd_exited_within, pidfd_open, pidfd_send_signal};
+use crate::process::{Process, StopError, Stopped};
 
 /// LSB init-script status codes (LSB 4.1, "Init Script Actions").
 const STATUS_RUNNING: u8 = 0;
@@ -51,13 +50,9 @@ enum Found<'a> {
     /// Nobody holds the lock and the pidfile names no daemon: it is empty,
     /// or its PID is dead or was reused by another process.
     Stale,
-    /// The daemon, pinned by a pidfd; found by its lock, or by the identity
-    /// rule when it runs without it.
-    Daemon {
-        pid: Pid,
-        pidfd: OwnedFd,
-        by_lock: bool,
-    },
+    /// The daemon, pinned; found by its lock, or by the identity rule when
+    /// it runs without it.
+    Daemon { daemon: Process, by_lock: bool },
     /// The lock is held, but not by the PID in the file (it has exited, or
     /// it is not the daemon), or the file holds no PID yet (a start in
     /// progress). The processes holding the lock (on `lock`, the lock
@@ -183,8 +178,7 @@ fn by_identity(pf: &Pidfile, pid: Pid) -> Result<Option<Found<'static>>, Problem
     Ok(pidfd.map(|pidfd| {
         tracing::info!(pid = pid.as_raw(), "the daemon found by the identity rule");
         Found::Daemon {
-            pid,
-            pidfd,
+            daemon: Process::from_pidfd(pid, pidfd),
             by_lock: false,
         }
     }))
@@ -206,7 +200,7 @@ fn successor(pf: &Pidfile, lock: &File, gone: Pid) -> Result<Option<Found<'stati
     let [root] = roots[..] else {
         return Ok(None);
     };
-    let Ok(pidfd) = pidfd_open(root) else {
+    let Ok(daemon) = Process::open(root) else {
         return Ok(None);
     };
     // Pinned: check again that this very process holds the lock.
@@ -222,8 +216,7 @@ fn successor(pf: &Pidfile, lock: &File, gone: Pid) -> Result<Option<Found<'stati
         tracing::debug!(error = %e, "pidfile left as it is");
     }
     Ok(Some(Found::Daemon {
-        pid: root,
-        pidfd,
+        daemon,
         by_lock: true,
     }))
 }
@@ -233,8 +226,8 @@ fn by_lock<'a>(pf: &Pidfile, lock: &'a File, pid: Option<Pid>) -> Result<Found<'
     let Some(pid) = pid else {
         return Ok(Found::Holders { pid: None, lock });
     };
-    let pidfd = match pidfd_open(pid) {
-        Ok(fd) => fd,
+    let daemon = match Process::open(pid) {
+        Ok(daemon) => daemon,
         // Gone (or a thread's ID): processes it started hold the lock.
         Err(Errno::ESRCH | Errno::EINVAL) => {
             return match successor(pf, lock, pid)? {
@@ -257,8 +250,7 @@ fn by_lock<'a>(pf: &Pidfile, lock: &'a File, pid: Option<Pid>) -> Result<Found<'
     // rewritten by someone who may write it.
     match holds_lock(pid, lock) {
         Ok(true) => Ok(Found::Daemon {
-            pid,
-            pidfd,
+            daemon,
             by_lock: true,
         }),
         // A zombie no longer holds anything: the same as gone.
@@ -296,7 +288,7 @@ pub fn status(path: &Path) -> Result<u8, Failure> {
             say(&format!("not running (stale pidfile '{}')", path.display()));
             return Ok(STATUS_DEAD_PIDFILE_EXISTS);
         }
-        Found::Daemon { pid, .. } => say(&format!("running (pid {pid})")),
+        Found::Daemon { daemon, .. } => say(&format!("running (pid {})", daemon.pid())),
         // Locked but still empty: a start is between its lock and its write.
         Found::Holders { pid: None, .. } => say(&format!(
             "running (starting; no PID in '{}' yet)",
@@ -363,15 +355,12 @@ pub fn signal(path: &Path, signal: Sig) -> Result<u8, Failure> {
             anyhow!("pid {pid} in '{}' does not hold its lock", path.display())
                 .context("cannot tell which process is the daemon"),
         )),
-        Found::Daemon {
-            pid,
-            pidfd,
-            by_lock,
-        } => {
+        Found::Daemon { daemon, by_lock } => {
+            let pid = daemon.pid();
             tracing::info!(pid = pid.as_raw(), %signal, by_lock, "signalling the daemon");
-            match pidfd_send_signal(&pidfd, signal.number()) {
-                Ok(()) => Ok(0),
-                Err(Errno::ESRCH) => Err(not_running(format!("pid {pid} has just exited"))),
+            match daemon.signal(signal.number()) {
+                Ok(true) => Ok(0),
+                Ok(false) => Err(not_running(format!("pid {pid} has just exited"))),
                 Err(e) => Err(anyhow!(e)
                     .context(format!("cannot send {signal} to pid {pid}"))
                     .into()),
@@ -403,7 +392,7 @@ pub fn stop(path: &Path, signal: Sig, timeout: Duration) -> Result<u8, Failure> 
     // then the identity rule, before the pidfile is stale.
     for _ in 0..4 {
         match find(&pf).map_err(problem)? {
-            Found::Daemon { pid, by_lock, .. } if !by_lock && Some(pid) == not_daemon => {
+            Found::Daemon { daemon, by_lock } if !by_lock && Some(daemon.pid()) == not_daemon => {
                 return Ok(remove(&pf, not_daemon));
             }
             Found::Stale => return Ok(remove(&pf, not_daemon)),
@@ -413,12 +402,8 @@ pub fn stop(path: &Path, signal: Sig, timeout: Duration) -> Result<u8, Failure> 
                     return Ok(0);
                 }
             }
-            Found::Daemon {
-                pid,
-                pidfd,
-                by_lock,
-            } => {
-                stop_daemon(pid, &pidfd, signal, deadline).map_err(cannot)?;
+            Found::Daemon { daemon, by_lock } => {
+                stop_daemon(&daemon, signal, deadline).map_err(cannot)?;
                 if !by_lock && matches!(pf.companion, Companion::Denied(_)) {
                     // Stopped, but its lock file is not ours to take, so
                     // the pidfile stays (stale: the next start takes it).
@@ -446,17 +431,21 @@ fn remove(pf: &Pidfile, not_daemon: Option<Pid>) -> u8 {
 
 /// Signals the daemon through its pidfd, waits until the deadline, then
 /// sends SIGKILL; returns once it has exited.
-fn stop_daemon(pid: Pid, pidfd: &OwnedFd, signal: Sig, deadline: Instant) -> anyhow::Result<()> {
+fn stop_daemon(daemon: &Process, signal: Sig, deadline: Instant) -> anyhow::Result<()> {
+    let pid = daemon.pid();
     tracing::info!(pid = pid.as_raw(), %signal, "signalling");
-    send(pidfd, signal.number(), &signal, pid)?;
-    if !wait_exit(pidfd, deadline.saturating_duration_since(Instant::now()))? {
-        tracing::info!(
-            pid = pid.as_raw(),
-            "still running after the timeout: sending SIGKILL"
-        );
-        send(pidfd, Signal::SIGKILL as c_int, &Signal::SIGKILL, pid)?;
-        if !wait_exit(pidfd, KILL_GRACE)? {
-            return Err(anyhow!("pid {pid} is still running after SIGKILL"));
+    let grace = deadline.saturating_duration_since(Instant::now());
+    match daemon.stop(signal.number(), grace, KILL_GRACE) {
+        Ok(Stopped::AlreadyExited | Stopped::BySignal | Stopped::Killed) => {}
+        Ok(Stopped::StillRunning) => bail!("pid {pid} is still running after SIGKILL"),
+        Err(StopError::Signal(e)) => {
+            return Err(anyhow!(e).context(format!("cannot send {signal} to pid {pid}")));
+        }
+        Err(StopError::Kill(e)) => {
+            return Err(anyhow!(e).context(format!("cannot send SIGKILL to pid {pid}")));
+        }
+        Err(StopError::Wait(e)) => {
+            return Err(anyhow!(e).context("cannot wait for the daemon to exit"));
         }
     }
     tracing::info!(pid = pid.as_raw(), "stopped");
@@ -470,6 +459,13 @@ fn stop_daemon(pid: Pid, pidfd: &OwnedFd, signal: Sig, deadline: Instant) -> any
 /// at the deadline. Returns once the lock is free: true if the pidfile was
 /// removed with it, false if the pidfile now needs another look (it names
 /// a daemon by the identity rule, or is not a pidfile).
+///
+/// flock(2) cannot wait for a release with a timeout, but the holders are
+/// processes: each one signalled stays pinned, and one poll(2) over all
+/// their pidfds waits for the first exit, up to the end of the phase (the
+/// deadline, then [`KILL_GRACE`] after it). Each exit brings another look
+/// at the lock and at who holds it, so a holder that appears meanwhile is
+/// signalled too. See [`next_look`] for what no exit would show.
 fn stop_holders(
     pf: &Pidfile,
     lock: &File,
@@ -477,53 +473,134 @@ fn stop_holders(
     deadline: Instant,
     not_daemon: Option<Pid>,
 ) -> Result<bool, Problem> {
+    // Each holder gets `signal`, and SIGKILL, once (by its PID as seen).
     let mut signalled: Vec<Pid> = Vec::new();
-    let mut killed = false;
+    let mut killed: Vec<Pid> = Vec::new();
+    let mut killing = false;
+    // Holders pinned and waited on.
+    let mut watched: Vec<Process> = Vec::new();
     loop {
         match pidfile::remove_stale(pf.path, &pf.file, &pf.companion, not_daemon) {
             Removal::Removed => return Ok(true),
             Removal::Kept => return Ok(false),
             Removal::Busy => {}
         }
-        let now = Instant::now();
         let holders = visible_holders(lock)?;
-        if killed && now >= deadline + KILL_GRACE {
+        let now = Instant::now();
+        let phase = phase(now, deadline, killing);
+        if phase == Phase::GiveUp {
             return Err(Problem::Broken(anyhow!(
                 "the daemon has exited, but processes {} still hold the lock on '{}' after SIGKILL",
                 list(&holders),
                 pidfile::companion_path(pf.path).display()
             )));
         }
-        if now < deadline {
-            for holder in holders {
-                if !signalled.contains(&holder) {
-                    signal_holder(lock, holder, signal.number(), &signal);
-                    signalled.push(holder);
+        // One still running now was running during the look, which so saw
+        // it and not a process that took its PID since. One that let go of
+        // the lock is no longer part of the daemon.
+        watched.retain(|p| {
+            holders.contains(&p.pid()) && !p.exited_within(Duration::ZERO).unwrap_or(false)
+        });
+        let (number, name, sent): (c_int, &dyn std::fmt::Display, _) = match phase {
+            Phase::Signal => (signal.number(), &signal, &mut signalled),
+            Phase::Kill | Phase::GiveUp => {
+                (Signal::SIGKILL as c_int, &Signal::SIGKILL, &mut killed)
+            }
+        };
+        for &holder in &holders {
+            let at = watched.iter().position(|p| p.pid() == holder);
+            if sent.contains(&holder) {
+                // Signalled while there was no room to watch it.
+                if at.is_none()
+                    && watched.len() < WATCH_LIMIT
+                    && let Some(pinned) = pin_holder(lock, holder)
+                {
+                    watched.push(pinned);
                 }
+                continue;
             }
-        } else if !killed {
-            for holder in holders {
-                signal_holder(lock, holder, Signal::SIGKILL as c_int, &Signal::SIGKILL);
+            let pinned = match at {
+                Some(_) => None,
+                None => pin_holder(lock, holder),
+            };
+            let Some(process) = at.map(|i| &watched[i]).or(pinned.as_ref()) else {
+                continue;
+            };
+            tracing::info!(pid = holder.as_raw(), signal = %name, "signalling a process that holds the lock");
+            let _ = process.signal(number);
+            sent.push(holder);
+            if let Some(pinned) = pinned
+                && watched.len() < WATCH_LIMIT
+            {
+                watched.push(pinned);
             }
-            killed = true;
         }
-        std::thread::sleep(HOLDER_POLL);
+        killing |= phase == Phase::Kill;
+        let until = next_look(now, deadline, !watched.is_empty());
+        Process::wait_any(&watched, until).map_err(|e| {
+            Problem::Broken(anyhow!(e).context("cannot wait for the processes that hold the lock"))
+        })?;
     }
 }
 
-/// How often `stop_holders` looks at the lock: flock(2) has no way to wait
-/// for a release with a timeout.
+/// Where [`stop_holders`] stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Before the deadline: each holder gets the stop signal.
+    Signal,
+    /// From the deadline on: each holder gets SIGKILL.
+    Kill,
+    /// [`KILL_GRACE`] after the deadline, once SIGKILL has gone out at an
+    /// earlier look: holders that remain are beyond stopping.
+    GiveUp,
+}
+
+/// The phase at `now`; `killing`: a look in [`Phase::Kill`] has sent
+/// SIGKILL already.
+fn phase(now: Instant, deadline: Instant, killing: bool) -> Phase {
+    if killing && now >= deadline + KILL_GRACE {
+        Phase::GiveUp
+    } else if now >= deadline {
+        Phase::Kill
+    } else {
+        Phase::Signal
+    }
+}
+
+/// The latest time of the next look at the lock: the end of the phase,
+/// unless a recheck comes first. An exit of a watched holder comes before
+/// either. No exit shows a holder that lets go of the lock and lives on, or
+/// one in a process that cannot be watched (a start in progress, which is
+/// daemonize itself; one out of sight): with holders `watching`, those are
+/// looked for every [`LOCK_RECHECK`], and with none, every [`HOLDER_POLL`].
+fn next_look(now: Instant, deadline: Instant, watching: bool) -> Instant {
+    let end = if now < deadline {
+        deadline
+    } else {
+        deadline + KILL_GRACE
+    };
+    let recheck = if watching { LOCK_RECHECK } else { HOLDER_POLL };
+    end.min(now + recheck)
+}
+
+/// How soon `stop_holders` looks at the lock again when it has no holder
+/// to watch, so no exit to wait for.
 const HOLDER_POLL: Duration = Duration::from_millis(10);
 
-/// Signals `pid` only if, once pinned by a pidfd, it still holds the lock:
-/// a PID reused meanwhile belongs to a process that does not.
-fn signal_holder(lock: &File, pid: Pid, number: c_int, name: &dyn std::fmt::Display) {
-    if let Ok(pidfd) = pidfd_open(pid)
-        && holds_lock(pid, lock).unwrap_or(false)
-    {
-        tracing::info!(pid = pid.as_raw(), signal = %name, "signalling a process that holds the lock");
-        let _ = pidfd_send_signal(&pidfd, number);
-    }
+/// How soon `stop_holders` looks at the lock again while it watches
+/// holders, whose exits wake it at once.
+const LOCK_RECHECK: Duration = Duration::from_secs(1);
+
+/// The most holders watched at once: each pidfd is a descriptor, and the
+/// caller's limit may be as low as 1024. A holder beyond it is signalled
+/// all the same, and watched once there is room.
+const WATCH_LIMIT: usize = 256;
+
+/// Pins process `pid` if, once pinned, it still holds the lock: a PID
+/// reused meanwhile belongs to a process that does not.
+fn pin_holder(lock: &File, pid: Pid) -> Option<Process> {
+    let holder = Process::open(pid).ok()?;
+    holds_lock(pid, lock).unwrap_or(false).then_some(holder)
 }
 
 /// The processes that hold the lock, when the caller can see them all: if
@@ -629,21 +706,43 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
-fn send(
-    pidfd: &OwnedFd,
-    number: c_int,
-    name: &dyn std::fmt::Display,
-    pid: Pid,
-) -> anyhow::Result<()> {
-    match pidfd_send_signal(pidfd, number) {
-        // Exited between our checks and the signal: nothing left to stop.
-        Ok(()) | Err(Errno::ESRCH) => Ok(()),
-        Err(e) => Err(anyhow!(e).context(format!("cannot send {name} to pid {pid}"))),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Waits for the process behind `pidfd` to exit (true) or `timeout` to pass.
-fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> anyhow::Result<bool> {
-    pidfd_exited_within(pidfd, timeout)
-        .map_err(|e| anyhow!(e).context("cannot wait for the daemon to exit"))
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn holders_get_the_signal_then_sigkill_then_a_grace_period() {
+        let deadline = Instant::now() + 1000 * MS;
+        let before = deadline - MS;
+        let give_up = deadline + KILL_GRACE;
+        assert_eq!(phase(before, deadline, false), Phase::Signal);
+        assert_eq!(phase(deadline, deadline, false), Phase::Kill);
+        assert_eq!(phase(deadline + MS, deadline, true), Phase::Kill);
+        assert_eq!(phase(give_up - MS, deadline, true), Phase::Kill);
+        assert_eq!(phase(give_up, deadline, true), Phase::GiveUp);
+        // Nobody is given up on before SIGKILL has gone out.
+        assert_eq!(phase(give_up + MS, deadline, false), Phase::Kill);
+    }
+
+    #[test]
+    fn the_next_look_is_the_end_of_the_phase_or_a_recheck() {
+        let deadline = Instant::now() + 10_000 * MS;
+        let give_up = deadline + KILL_GRACE;
+        // Watching holders: their exits wake the wait; rechecks are rare.
+        let now = deadline - 5000 * MS;
+        assert_eq!(next_look(now, deadline, true), now + LOCK_RECHECK);
+        let now = deadline - MS;
+        assert_eq!(next_look(now, deadline, true), deadline);
+        assert_eq!(next_look(deadline, deadline, true), deadline + LOCK_RECHECK);
+        let now = give_up - MS;
+        assert_eq!(next_look(now, deadline, true), give_up);
+        // Nothing to watch: the lock itself is looked at.
+        let now = deadline - 5000 * MS;
+        assert_eq!(next_look(now, deadline, false), now + HOLDER_POLL);
+        // Past the end: at once.
+        let now = give_up + MS;
+        assert_eq!(next_look(now, deadline, true), give_up);
+    }
 }

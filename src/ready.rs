@@ -32,7 +32,7 @@ use anyhow::{Context, anyhow, bail};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open, openat};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, Signal, killpg};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
     AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, UnixCredentials,
@@ -40,11 +40,11 @@ use nix::sys::socket::{
 };
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, mkdirat, umask};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{Pid, Uid, UnlinkatFlags, geteuid, getpgid, getpgrp, getpid, unlinkat};
+use nix::unistd::{Pid, Uid, UnlinkatFlags, geteuid, getpid, unlinkat};
 
 use crate::error::Failure;
 use crate::output::Outputs;
-use crate::process;
+use crate::process::{self, Process, Stopped};
 use crate::sys;
 use crate::user::Credentials;
 
@@ -161,8 +161,8 @@ impl Readiness {
         if let Channel::Fd(pipe) = &mut self.channel {
             pipe.write = None;
         }
-        let pidfd = match sys::pidfd_open(pid) {
-            Ok(fd) => fd,
+        let daemon = match Process::child(pid) {
+            Ok(daemon) => daemon,
             Err(e) => {
                 // It is our child and unreaped, so the PID is still its own.
                 let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
@@ -186,7 +186,7 @@ impl Readiness {
             };
             let mut fds = [
                 PollFd::new(self.channel.fd(), PollFlags::POLLIN),
-                PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(daemon.as_fd(), PollFlags::POLLIN),
                 PollFd::new(interrupts.fd.as_fd(), PollFlags::POLLIN),
             ];
             let n = match poll(&mut fds, timeout) {
@@ -211,11 +211,11 @@ impl Readiness {
                         None => tracing::debug!(?by, "no deadline to extend"),
                     },
                     Ok(Event::Nothing) => {}
-                    Ok(Event::Closed) if exited_within(&pidfd, EXIT_AFTER_EOF) => {
-                        return Err(died(pid, outputs, creds));
+                    Ok(Event::Closed) if daemon.exited_within(EXIT_AFTER_EOF).unwrap_or(false) => {
+                        return Err(died(daemon, outputs, creds));
                     }
                     Ok(Event::Closed) => {
-                        let how = stop(&pidfd, pid);
+                        let how = stop(daemon);
                         return Err(anyhow!(
                             "the daemon (pid {pid}) closed descriptor {} without writing a newline \
                              (not ready); {how}",
@@ -224,14 +224,14 @@ impl Readiness {
                         .into());
                     }
                     Ok(Event::Failed(why)) => {
-                        let how = stop(&pidfd, pid);
+                        let how = stop(daemon);
                         return Err(anyhow!(
                             "the daemon (pid {pid}) {why} before it was ready; {how}"
                         )
                         .into());
                     }
                     Err(e) => {
-                        let how = stop(&pidfd, pid);
+                        let how = stop(daemon);
                         return Err(e
                             .context(format!("the daemon (pid {pid}) is not ready; {how}"))
                             .into());
@@ -243,7 +243,7 @@ impl Readiness {
             if interrupted && let Ok(Some(info)) = interrupts.fd.read_signal() {
                 let name = Signal::try_from(info.ssi_signo as i32)
                     .map_or_else(|_| info.ssi_signo.to_string(), |s| s.to_string());
-                let how = stop(&pidfd, pid);
+                let how = stop(daemon);
                 return Err(anyhow!(
                     "interrupted by {name} before the daemon (pid {pid}) was ready; {how}"
                 )
@@ -252,9 +252,9 @@ impl Readiness {
             if channel_ready {
                 continue;
             } else if exited {
-                return Err(died(pid, outputs, creds));
+                return Err(died(daemon, outputs, creds));
             } else if n == 0 && left.is_some_and(|left| left.is_zero()) {
-                let how = stop(&pidfd, pid);
+                let how = stop(daemon);
                 return Err(anyhow!(
                     "the daemon (pid {pid}) was not ready after {:?}; {how}",
                     self.timeout
@@ -741,47 +741,33 @@ impl ReadyPipe {
     }
 }
 
-/// Stops a daemon whose start failed: SIGTERM, a short grace, SIGKILL, then
-/// reap it. Returns what was done, for the message.
-fn stop(pidfd: &OwnedFd, pid: Pid) -> &'static str {
-    if exited_within(pidfd, Duration::ZERO) {
-        end_group(pid);
-        let _ = waitpid(pid, None);
-        return "it has exited";
-    }
-    let group = daemon_group(pid);
-    let term = || match group {
-        Some(pgid) => killpg(pgid, Signal::SIGTERM).map_err(drop),
-        None => sys::pidfd_send_signal(pidfd, Signal::SIGTERM).map_err(drop),
+/// Stops a daemon whose start failed: SIGTERM (to its group), a short
+/// grace, SIGKILL; then ends its group and reaps it. Returns what was done,
+/// for the message.
+fn stop(daemon: Process) -> &'static str {
+    let how = match daemon.stop(Signal::SIGTERM, STOP_GRACE, STOP_GRACE) {
+        Ok(Stopped::AlreadyExited) => "it has exited",
+        Ok(Stopped::BySignal) => "stopped it with SIGTERM",
+        Ok(Stopped::Killed | Stopped::StillRunning) => "killed it with SIGKILL",
+        // Our own child, so a signal cannot be refused, nor a poll on its
+        // pidfd fail, short of a broken system: kill it outright.
+        Err(e) => {
+            tracing::debug!(?e, "cannot stop the daemon in steps");
+            let _ = daemon.signal(Signal::SIGKILL);
+            "killed it with SIGKILL"
+        }
     };
-    let _ = term();
-    let how = if exited_within(pidfd, STOP_GRACE) {
-        "stopped it with SIGTERM"
-    } else {
-        let _ = sys::pidfd_send_signal(pidfd, Signal::SIGKILL);
-        exited_within(pidfd, STOP_GRACE);
-        "killed it with SIGKILL"
-    };
-    end_group(pid);
-    let _ = waitpid(pid, None);
+    end(daemon);
     how
-}
-
-/// The daemon's process group (its session, unless it moved), if signalling
-/// it cannot hit anyone else: the daemon is our unreaped child, so the group
-/// ID stays reserved while we use it, and it is never our own group.
-fn daemon_group(pid: Pid) -> Option<Pid> {
-    let pgid = getpgid(Some(pid)).ok()?;
-    (pgid.as_raw() > 1 && pgid != getpgrp()).then_some(pgid)
 }
 
 /// A failed start leaves nothing behind: what the daemon started in its
 /// process group (a script's children, a server's workers, which may hold
-/// its lock) is killed too. Call before reaping the daemon.
-pub fn end_group(pid: Pid) {
-    if let Some(pgid) = daemon_group(pid) {
-        let _ = killpg(pgid, Signal::SIGKILL);
-    }
+/// its lock) is killed too, before the daemon is reaped (which frees the
+/// group's ID). Returns how the daemon ended.
+fn end(daemon: Process) -> Option<WaitStatus> {
+    let _ = daemon.signal_group(Signal::SIGKILL);
+    daemon.reap()
 }
 
 /// The failure for a daemon that exited on its own before it was ready:
@@ -789,11 +775,11 @@ pub fn end_group(pid: Pid) {
 /// An exit 0 that left processes behind is a program that went into the
 /// background, which no readiness protocol can follow: say so, and how to
 /// keep it in the foreground (`launch` then stops what it left).
-fn died(pid: Pid, outputs: &Outputs, creds: Option<&Credentials>) -> Failure {
+fn died(daemon: Process, outputs: &Outputs, creds: Option<&Credentials>) -> Failure {
+    let pid = daemon.pid();
     // The daemon is a zombie now, so what it left is already ours.
     let left = process::live_children();
-    end_group(pid);
-    let status = process::reap(pid);
+    let status = end(daemon);
     let tail = outputs.tail(creds);
     if let Some(WaitStatus::Exited(_, 0)) = status
         && !left.is_empty()
@@ -810,11 +796,6 @@ fn died(pid: Pid, outputs: &Outputs, creds: Option<&Credentials>) -> Failure {
     }
     let why = status.map_or_else(|| "exited".to_owned(), process::ended);
     anyhow!("the daemon (pid {pid}) {why} before it was ready{tail}").into()
-}
-
-/// Whether the process behind `pidfd` exits within `grace`.
-fn exited_within(pidfd: &OwnedFd, grace: Duration) -> bool {
-    sys::pidfd_exited_within(pidfd, grace).unwrap_or(false)
 }
 
 #[cfg(test)]

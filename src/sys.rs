@@ -130,21 +130,38 @@ pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
 /// Waits up to `timeout` for the process behind `pidfd` to exit (a pidfd
 /// polls readable then); true once it has. Retries on EINTR.
 pub fn pidfd_exited_within(pidfd: &OwnedFd, timeout: std::time::Duration) -> nix::Result<bool> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::poll::{PollFd, PollFlags};
     use std::os::fd::AsFd;
     let deadline = std::time::Instant::now() + timeout;
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    Ok(poll_until(&mut fds, deadline)? > 0)
+}
+
+/// `poll(2)` until `deadline`: returns the number of ready descriptors, or 0
+/// once the deadline has passed (at once if it already has). Retries on
+/// EINTR with the time left, so a signal neither ends the wait early nor
+/// makes it longer. With no descriptors, it waits out the deadline.
+pub fn poll_until(
+    fds: &mut [nix::poll::PollFd<'_>],
+    deadline: std::time::Instant,
+) -> nix::Result<usize> {
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        // One poll waits at most about 24 days (i32 milliseconds).
-        let wait = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, wait) {
-            Ok(0) if left.is_zero() => return Ok(false),
+        match nix::poll::poll(fds, poll_timeout(left)) {
+            Ok(0) if left.is_zero() => return Ok(0),
             Ok(0) | Err(Errno::EINTR) => {}
-            Ok(_) => return Ok(true),
+            Ok(n) => return Ok(usize::try_from(n).unwrap_or_default()),
             Err(e) => return Err(e),
         }
     }
+}
+
+/// `left` as a poll(2) timeout, rounded *up* to the millisecond (rounded
+/// down, a wait would end just before its deadline and spin until it), and
+/// at most about 24 days (i32 milliseconds; the caller polls again).
+fn poll_timeout(left: std::time::Duration) -> nix::poll::PollTimeout {
+    let millis = left.as_nanos().div_ceil(1_000_000);
+    nix::poll::PollTimeout::try_from(millis).unwrap_or(nix::poll::PollTimeout::MAX)
 }
 
 /// A signal number as the kernel takes it. nix's `Signal` cannot hold the
@@ -182,6 +199,13 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: impl SignalNumber) -> nix::Res
     if rc == 0 { Ok(()) } else { Err(Errno::last()) }
 }
 
+/// `killpg(2)` with any signal number (nix's `killpg` takes only a
+/// `Signal`, which cannot hold the real-time signals).
+pub fn killpg(pgid: Pid, signal: impl SignalNumber) -> nix::Result<()> {
+    // SAFETY: killpg takes two integers and touches no memory of ours.
+    Errno::result(unsafe { libc::killpg(pgid.as_raw(), signal.number()) }).map(drop)
+}
+
 /// Puts SIGCHLD back to its default disposition (docs/design.md, detach
 /// step 2). A caller that ignores SIGCHLD would otherwise have the kernel
 /// reap our children for us, and no exit status could be collected.
@@ -204,4 +228,38 @@ pub fn signal_is_ignored(signal: nix::sys::signal::Signal) -> nix::Result<bool> 
     // SAFETY: sigaction succeeded, so the kernel filled in `old`.
     let old = unsafe { old.assume_init() };
     Ok(old.sa_sigaction == libc::SIG_IGN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn poll_timeouts_round_up_to_the_millisecond() {
+        let ms = |t: nix::poll::PollTimeout| i32::from(t);
+        assert_eq!(ms(poll_timeout(Duration::ZERO)), 0);
+        assert_eq!(ms(poll_timeout(Duration::from_nanos(1))), 1);
+        assert_eq!(ms(poll_timeout(Duration::from_micros(999))), 1);
+        assert_eq!(ms(poll_timeout(Duration::from_millis(1))), 1);
+        assert_eq!(ms(poll_timeout(Duration::from_micros(1001))), 2);
+        assert_eq!(ms(poll_timeout(Duration::from_secs(3))), 3000);
+        // Beyond i32 milliseconds: the longest single wait.
+        assert_eq!(
+            ms(poll_timeout(Duration::from_secs(30 * 24 * 3600))),
+            i32::MAX
+        );
+    }
+
+    #[test]
+    fn polling_nothing_waits_out_the_deadline() {
+        let start = Instant::now();
+        assert_eq!(
+            poll_until(&mut [], start + Duration::from_millis(30)),
+            Ok(0)
+        );
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        // A deadline already past returns at once.
+        assert_eq!(poll_until(&mut [], start), Ok(0));
+    }
 }
