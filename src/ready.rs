@@ -357,6 +357,17 @@ impl NotifySocket {
         // Before bind, so that every datagram carries its sender's credentials.
         setsockopt(&socket, sockopt::PassCred, &true)
             .context("cannot ask for senders' credentials on the notification socket")?;
+        // Anyone may send here, so nobody may pass us a descriptor: closing
+        // one can block for as long as its sender arranged.
+        match sys::refuse_passed_descriptors(&socket) {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!("this kernel cannot refuse passed descriptors"),
+            Err(e) => {
+                return Err(
+                    anyhow!(e).context("cannot refuse descriptors on the notification socket")
+                );
+            }
+        }
         let me = geteuid();
         // The directories come out exactly 0711 and the socket 0777, which
         // any uid may send to, whatever the caller's umask. daemonize is

@@ -336,6 +336,11 @@ impl Helper {
         self.action("kill", &[signal.as_ref()])
     }
 
+    /// Tries to pass descriptor 0 to the socket; the outcome goes to `result`.
+    fn send_fd(self, result: &Path) -> Helper {
+        self.action("send-fd", &[result.as_os_str()])
+    }
+
     /// Sends `signal` to the helper's parent: daemonize, its subreaper.
     fn kill_parent(self, signal: &str) -> Helper {
         self.action("kill-parent", &[signal.as_ref()])
@@ -622,6 +627,27 @@ fn a_signal_right_after_ready_1_never_leaves_a_pidfile_without_a_pid() {
         );
         assert!(daemon.is_alive());
     }
+}
+
+/// Nobody can pass descriptors to the socket (closing one another user
+/// prepared could block daemonize for an hour): the sender's sendmsg fails,
+/// and the start goes on.
+#[test]
+fn descriptors_passed_to_the_notify_socket_are_refused() {
+    init();
+    let fx = Fixture::new();
+    let (daemon_pid, result) = (fx.file("daemon.pid"), fx.file("result"));
+    let helper = fx
+        .helper()
+        .pid(&daemon_pid)
+        .send_fd(&result)
+        .send("READY=1");
+    let mut cmd = fx.daemonize();
+    cmd.arg("--wait-ready").arg("--").args(helper.argv());
+    let mut running = spawn(cmd);
+    let _daemon = Daemon::new(running.wait_for_pid(&daemon_pid));
+    running.finish().assert_started();
+    assert_eq!(fs::read_to_string(&result).unwrap(), "EPERM\n");
 }
 
 #[test]

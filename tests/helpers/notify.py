@@ -18,6 +18,8 @@ could take ownership leaves nothing behind for long).
     wait FILE        wait until FILE exists (exit 98 after WAIT_LIMIT s)
     ignore SIG       ignore signal SIG (a name without SIG, like TERM)
     kill SIG         send signal SIG to ourselves
+    send-fd FILE     try to send a datagram carrying descriptor 0 (SCM_RIGHTS);
+                     write "ok" or the errno name to FILE
     kill-parent SIG  send signal SIG to our parent (daemonize, as subreaper)
     exit N           exit with status N at once
     stamp-exit FILE N   stamp FILE, then exit N at once
@@ -131,6 +133,13 @@ def main(args):
             os.kill(os.getpid(), signal_number(arg()))
             # A caught or ignored signal must not let the script go on.
             os._exit(97)
+        elif action == "send-fd":
+            def send_fd():
+                path = os.environ["NOTIFY_SOCKET"]
+                with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                    rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS, (0).to_bytes(4, sys.byteorder))
+                    s.sendmsg([b"FDSTORE=1"], [rights], 0, path)
+            attempt(arg(), send_fd)
         elif action == "kill-parent":
             os.kill(os.getppid(), signal_number(arg()))
         elif action == "exit":
