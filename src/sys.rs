@@ -230,6 +230,34 @@ pub fn signal_is_ignored(signal: nix::sys::signal::Signal) -> nix::Result<bool> 
     Ok(old.sa_sigaction == libc::SIG_IGN)
 }
 
+/// Refuses descriptors passed over the datagram socket `socket`
+/// (`SO_PASSRIGHTS` off, Linux 6.16 and later): a sender's `sendmsg` with
+/// `SCM_RIGHTS` fails instead. A descriptor we received would have to be
+/// closed by us, and closing one that another user prepared (a TCP socket
+/// lingering for an hour) can block for that long. `Ok(false)` on kernels
+/// without the option.
+pub fn refuse_passed_descriptors(socket: &impl AsRawFd) -> nix::Result<bool> {
+    /// `SO_PASSRIGHTS` from the kernel's `asm-generic/socket.h`.
+    const SO_PASSRIGHTS: c_int = 83;
+    let off: c_int = 0;
+    // SAFETY: `off` is a live c_int and its size is passed; setsockopt only
+    // reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PASSRIGHTS,
+            (&off as *const c_int).cast(),
+            std::mem::size_of::<c_int>() as libc::socklen_t,
+        )
+    };
+    match Errno::result(rc) {
+        Ok(_) => Ok(true),
+        Err(Errno::ENOPROTOOPT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,33 +289,5 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_millis(30));
         // A deadline already past returns at once.
         assert_eq!(poll_until(&mut [], start), Ok(0));
-    }
-}
-
-/// Refuses descriptors passed over the datagram socket `socket`
-/// (`SO_PASSRIGHTS` off, Linux 6.16 and later): a sender's `sendmsg` with
-/// `SCM_RIGHTS` fails instead. A descriptor we received would have to be
-/// closed by us, and closing one that another user prepared (a TCP socket
-/// lingering for an hour) can block for that long. `Ok(false)` on kernels
-/// without the option.
-pub fn refuse_passed_descriptors(socket: &impl AsRawFd) -> nix::Result<bool> {
-    /// `SO_PASSRIGHTS` from the kernel's `asm-generic/socket.h`.
-    const SO_PASSRIGHTS: c_int = 83;
-    let off: c_int = 0;
-    // SAFETY: `off` is a live c_int and its size is passed; setsockopt only
-    // reads it.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_PASSRIGHTS,
-            (&off as *const c_int).cast(),
-            std::mem::size_of::<c_int>() as libc::socklen_t,
-        )
-    };
-    match Errno::result(rc) {
-        Ok(_) => Ok(true),
-        Err(Errno::ENOPROTOOPT) => Ok(false),
-        Err(e) => Err(e),
     }
 }
