@@ -43,6 +43,7 @@ fn spawn_and_confirm(plan: &mut Plan) -> Result<(), Failure> {
     if plan.ready.is_none() {
         block_interrupts();
     }
+    process::note_preexisting();
     plan.outputs.mark_start();
     let spawned = detach::spawn(plan)?;
     tracing::debug!(

@@ -217,8 +217,26 @@ struct Child {
     started: u64,
 }
 
-/// Every child of this process, zombies included.
+/// Children the caller gave us before the start (`job & exec daemonize`):
+/// they are not part of the start, so they are never followed or stopped.
+static PREEXISTING: std::sync::OnceLock<Vec<i32>> = std::sync::OnceLock::new();
+
+/// Notes the children this process already has, before the daemon is
+/// forked. One `waitid` when there are none, the usual case.
+pub fn note_preexisting() {
+    let pids = match has_children() {
+        true => children().iter().map(|c| c.pid.as_raw()).collect(),
+        false => Vec::new(),
+    };
+    if !pids.is_empty() {
+        tracing::debug!(?pids, "children from before the start, left alone");
+    }
+    let _ = PREEXISTING.set(pids);
+}
+
+/// Every child of this process that the start made, zombies included.
 fn children() -> Vec<Child> {
+    let preexisting = PREEXISTING.get().map_or(&[][..], Vec::as_slice);
     let me = getpid().as_raw();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -229,7 +247,7 @@ fn children() -> Vec<Child> {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let fields = stat_fields(&stat)?;
             let ppid: i32 = fields.get(1)?.parse().ok()?;
-            (ppid == me).then(|| Child {
+            (ppid == me && !preexisting.contains(&pid)).then(|| Child {
                 pid: Pid::from_raw(pid),
                 zombie: fields[0] == "Z",
                 started: fields.get(19).and_then(|s| s.parse().ok()).unwrap_or(0),

@@ -473,3 +473,37 @@ fn a_caller_that_ignores_sigchld_still_gets_exit_statuses_and_a_true_pidfile() {
     assert!(daemon.is_alive());
     assert_eq!(processes_with_marker(&marker)[0].0, pid);
 }
+
+/// Children the caller started before it exec'd daemonize (`job & exec
+/// daemonize ...`) are not part of the start: a failed start does not stop
+/// them, and a command that exits 0 is not "followed" into them.
+#[test]
+fn children_the_caller_had_before_the_start_are_neither_followed_nor_stopped() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("app.pid");
+    for (options, code) in [("--ready-fd 3 -- sh -c 'exit 1'", 125), ("-- true", 0)] {
+        let marker = unique_marker();
+        let output = common::shell(
+            "bash",
+            &format!(
+                "sleep {marker} & exec \"$DAEMONIZE\" -p '{}' {options}",
+                pidfile.display()
+            ),
+        )
+        .run();
+        let job = wait_for(TIMEOUT, "the caller's job", || {
+            processes_with_marker(&marker).first().map(|(pid, _)| *pid)
+        });
+        let job = Daemon::new(job);
+        assert_eq!(output.code, Some(code), "{output:?}");
+        assert!(job.is_alive(), "daemonize stopped the caller's job");
+        assert_ne!(
+            pid_in(&pidfile),
+            Some(job.pid()),
+            "the pidfile names the caller's job"
+        );
+        let status = daemonize().arg("-p").arg(&pidfile).arg("--status").run();
+        assert_ne!(status.code, Some(0), "{status:?}");
+    }
+}
