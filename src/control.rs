@@ -35,6 +35,11 @@ const STATUS_UNKNOWN: u8 = 4;
 /// LSB's exit status of an action on a program that is not running.
 const EXIT_NOT_RUNNING: u8 = 7;
 
+/// How long before the pidfile was written a process that took over the
+/// daemon's lock may have started: daemonize writes the pidfile a moment
+/// after the command has started, and the command may fork at once.
+const TAKEOVER_SLACK: Duration = Duration::from_secs(1);
+
 /// How long to wait for a process to vanish after SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -200,6 +205,16 @@ fn successor(pf: &Pidfile, lock: &File, gone: Pid) -> Result<Option<Found<'stati
     let [root] = roots[..] else {
         return Ok(None);
     };
+    // Only a process that started after the daemon did can have taken over
+    // from it: one that ran long before (a service the daemon passed its
+    // lock's descriptor to) never counts.
+    if !identity::started_since(&pf.file, root, TAKEOVER_SLACK) {
+        tracing::info!(
+            pid = root.as_raw(),
+            "holds the lock but is older than the daemon"
+        );
+        return Ok(None);
+    }
     let Ok(daemon) = Process::open(root) else {
         return Ok(None);
     };

@@ -77,6 +77,38 @@ pub fn identify(pidfile: &File, pid: Pid) -> anyhow::Result<Option<OwnedFd>> {
     Ok(daemon.then_some(pidfd))
 }
 
+/// Whether `pid` started after the daemon that `pidfile` named could have:
+/// no earlier than `slack` before the file was written. A process that
+/// took over the daemon's lock (it forked into the background) started
+/// after it; one that was running long before (a service that received
+/// the lock's descriptor) did not. False when it cannot be told.
+pub fn started_since(pidfile: &File, pid: Pid, slack: std::time::Duration) -> bool {
+    let Ok(meta) = pidfile.metadata() else {
+        return false;
+    };
+    if untrusted(meta.uid(), meta.mode(), geteuid().as_raw()).is_some() {
+        return false;
+    }
+    let Some((_, start_ticks)) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|text| parse_stat(&text))
+    else {
+        return false;
+    };
+    let Ok(clocks) = Clocks::now() else {
+        return false;
+    };
+    let written = i128::from(meta.mtime()) * NANOS_PER_SECOND + i128::from(meta.mtime_nsec());
+    let earliest = written - slack.as_nanos() as i128;
+    !started_no_later_than(
+        start_ticks,
+        clocks.ticks_per_second,
+        clocks.realtime,
+        clocks.boottime,
+        earliest,
+    )
+}
+
 /// The parent of `pid`, from `/proc/PID/stat`.
 pub fn parent(pid: Pid) -> Option<Pid> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

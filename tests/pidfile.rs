@@ -1985,3 +1985,84 @@ fn signal_accepts_real_time_signals_by_name_and_number() {
     assert!(!pidfile.exists());
     assert_eq!(end_signal(daemon), min + 3, "--stop --signal RTMIN+3");
 }
+
+/// A process that got the lock's descriptor from the daemon but was
+/// running long before it (a service the daemon passed the descriptor to)
+/// never takes over as "the daemon": the pidfile is not pointed at it, and
+/// `--signal` does not reach it.
+#[test]
+fn an_older_process_holding_the_daemons_lock_never_takes_over() {
+    init();
+    let dir = tempdir();
+    let pidfile = dir.path().join("app.pid");
+    let (socket, got, gate) = (
+        dir.path().join("svc.sock"),
+        dir.path().join("got"),
+        dir.path().join("gate"),
+    );
+    // The service: keeps every descriptor it is sent.
+    let service_script = format!(
+        "import socket, os, time\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind('{sock}')\n\
+         kept = []\n\
+         while True:\n\
+         \x20   msg, fds, _, _ = socket.recv_fds(s, 16, 4)\n\
+         \x20   kept += fds; open('{got}', 'w').close()\n",
+        sock = socket.display(),
+        got = got.display()
+    );
+    let mut service = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(&service_script)
+        .spawn()
+        .unwrap();
+    let service_pid = service.id() as i32;
+    let _service = Daemon::new(service_pid);
+    wait_until(TIMEOUT, "the service's socket", || socket.exists());
+    // Make sure the service is older than the daemon by more than the slack.
+    wait_until(TIMEOUT, "a second to pass", || {
+        procfs::stat(service_pid).is_ok()
+            && std::time::SystemTime::now()
+                .duration_since(fs::metadata(&socket).unwrap().modified().unwrap())
+                .is_ok_and(|d| d > Duration::from_millis(1500))
+    });
+    let daemon_script = format!(
+        "import socket, os, time\n\
+         fds = [(int(f), os.readlink('/proc/self/fd/' + f)) for f in os.listdir('/proc/self/fd') if os.path.islink('/proc/self/fd/' + f)]\n\
+         fd = [f for f, target in fds if target.endswith('.pid.lock')][0]\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         s.sendmsg([b'x'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fd.to_bytes(4, 'little'))], 0, '{sock}')\n\
+         while not os.path.exists('{gate}'): time.sleep(0.01)\n",
+        sock = socket.display(),
+        gate = gate.display()
+    );
+    daemonize()
+        .arg("-p")
+        .arg(&pidfile)
+        .args(["--", "/usr/bin/python3", "-c", &daemon_script])
+        .run()
+        .assert_code(0);
+    let daemon = Daemon::new(wait_for_pid_file(&pidfile, TIMEOUT));
+    wait_until(TIMEOUT, "the service to get the lock", || got.exists());
+    fs::write(&gate, "").unwrap();
+    let _ = reap(daemon);
+    let before = fs::read_to_string(&pidfile).unwrap();
+    let output = status(&pidfile);
+    output.assert_code(0);
+    assert!(
+        !output
+            .stdout
+            .contains(&format!("running (pid {service_pid})")),
+        "{output:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(&pidfile).unwrap(),
+        before,
+        "the pidfile was pointed elsewhere"
+    );
+    control(&pidfile, &["--signal", "TERM"]).assert_code(4);
+    assert!(
+        service.try_wait().unwrap().is_none(),
+        "the service was signalled"
+    );
+}
