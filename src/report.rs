@@ -247,7 +247,12 @@ fn missing_interpreter(plan: &Plan, path: Option<PathBuf>) -> anyhow::Error {
     let shown = path
         .as_ref()
         .map_or_else(|| plan.command().into_owned(), |p| p.display().to_string());
-    let interpreter = path.as_deref().and_then(shebang);
+    let daemon_uid = plan
+        .creds
+        .as_ref()
+        .filter(|c| c.change)
+        .map(|c| c.uid.as_raw());
+    let interpreter = path.as_deref().and_then(|p| shebang(p, daemon_uid));
     match interpreter {
         Some(name) => {
             let crlf = name.ends_with('\r');
@@ -264,14 +269,23 @@ fn missing_interpreter(plan: &Plan, path: Option<PathBuf>) -> anyhow::Error {
     }
 }
 
-/// The interpreter named by a file's `#!` line, if it has one.
-fn shebang(path: &Path) -> Option<String> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// The interpreter named by a file's `#!` line, if it has one. When the
+/// daemon ran as another user, the file was named by that user's PATH or
+/// command, so it is read only if that user could read it too: a regular
+/// file, not through a symlink, owned by them or readable by anyone (root
+/// must not show a line of a file that only root may read).
+fn shebang(path: &Path, daemon_uid: Option<u32>) -> Option<String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let mut file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY | nix::libc::O_NOFOLLOW)
         .open(path)
         .ok()?;
+    let meta = file.metadata().ok()?;
+    let readable = |uid: u32| meta.uid() == uid || meta.mode() & 0o004 != 0;
+    if !meta.is_file() || daemon_uid.is_some_and(|uid| !readable(uid)) {
+        return None;
+    }
     let mut head = [0u8; 256];
     let n = file.read(&mut head).ok()?;
     let line = head[..n].strip_prefix(b"#!")?;

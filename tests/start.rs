@@ -507,3 +507,20 @@ fn children_the_caller_had_before_the_start_are_neither_followed_nor_stopped() {
         assert_ne!(status.code, Some(0), "{status:?}");
     }
 }
+
+/// The missing-interpreter message quotes the `#!` line only if the
+/// daemon's user could read the script: root never shows a line of a file
+/// that user may not read.
+#[test]
+fn the_interpreter_of_a_script_the_daemons_user_cannot_read_is_not_shown() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let script = dir.path().join("secret.sh");
+    fs::write(&script, "#!/nonexistent/SECRET-TOKEN\n").unwrap();
+    // Executable by anyone, readable by root only.
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o711)).unwrap();
+    let output = daemonize().args(["-u", "nobody", "--"]).arg(&script).run();
+    output.assert_failed(126, &["cannot execute", "interpreter"]);
+    assert!(!output.stderr.contains("SECRET"), "{output:?}");
+}
