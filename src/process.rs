@@ -228,10 +228,11 @@ pub fn note_preexisting() {
         true => children().iter().map(|c| c.pid.as_raw()).collect(),
         false => Vec::new(),
     };
+    // Set only when there are some: a launch then touches none of it.
     if !pids.is_empty() {
         tracing::debug!(?pids, "children from before the start, left alone");
+        let _ = PREEXISTING.set(pids);
     }
-    let _ = PREEXISTING.set(pids);
 }
 
 /// Every child of this process that the start made, zombies included.
