@@ -376,7 +376,10 @@ fn exec_command(args: &ChildArgs) -> ! {
         set_errno(libc::ENOENT);
         fail(report, Stage::Exec);
     }
-    let mut buf = [0u8; PATH_BUF];
+    // Not zeroed: only the bytes of each candidate are written, so the
+    // daemon touches one page of its stack here, not the whole buffer.
+    let mut buf = std::mem::MaybeUninit::<[u8; PATH_BUF]>::uninit();
+    let base = buf.as_mut_ptr().cast::<u8>();
     let mut denied = false;
     for (index, dir) in args
         .search_path
@@ -386,14 +389,19 @@ fn exec_command(args: &ChildArgs) -> ! {
     {
         let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
         let len = dir.len() + 1 + file.len();
-        if len + 1 > buf.len() {
+        if len + 1 > PATH_BUF {
             continue;
         }
-        buf[..dir.len()].copy_from_slice(dir);
-        buf[dir.len()] = b'/';
-        buf[dir.len() + 1..len].copy_from_slice(file);
-        buf[len] = 0;
-        match try_exec(args, buf.as_ptr().cast(), index as c_int) {
+        // SAFETY: `len + 1 <= PATH_BUF` bytes are written within the
+        // buffer, from slices that do not overlap it; execve then reads
+        // exactly those, up to the NUL.
+        unsafe {
+            ptr::copy_nonoverlapping(dir.as_ptr(), base, dir.len());
+            *base.add(dir.len()) = b'/';
+            ptr::copy_nonoverlapping(file.as_ptr(), base.add(dir.len() + 1), file.len());
+            *base.add(len) = 0;
+        }
+        match try_exec(args, base.cast_const().cast(), index as c_int) {
             libc::EACCES => denied = true,
             libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
             errno => {
