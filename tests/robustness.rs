@@ -69,7 +69,18 @@ struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        // strace waits for every tracee; the daemon is owned elsewhere.
+        // strace waits for every tracee. A daemonize or intermediate still
+        // running here belongs to a failed attempt or a failed test: they
+        // are killed by PID while each is still ours to reap (the daemon
+        // itself is owned elsewhere).
+        // Each is checked to be still where it was (its parent unchanged;
+        // strace is alive), so a reused PID is never hit.
+        let strace = self.strace.id() as i32;
+        for (pid, parent) in [(self.intermediate, self.original), (self.original, strace)] {
+            if pid > 0 && procfs::stat(pid).is_ok_and(|s| s.state != 'Z' && s.ppid == parent) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
         let _ = self.strace.kill();
         let _ = self.strace.wait();
     }
@@ -78,8 +89,19 @@ impl Drop for Held {
 /// A daemon held before exec, and the chain of processes above it. strace
 /// stops the daemon with SIGSTOP as it returns from its `chdir` (the only
 /// one to DIR), so it stays in daemonize's shared memory, before exec,
-/// until the test sends SIGCONT.
+/// until the test sends SIGCONT. Now and then strace's injection lands on
+/// the intermediate child instead (a race in how it follows vfork
+/// children); that attempt is torn down and the set-up made again.
 fn start_stopped_before_exec(dir: &Path) -> Held {
+    for _ in 0..5 {
+        if let Some(held) = try_start_stopped_before_exec(dir) {
+            return held;
+        }
+    }
+    panic!("strace never stopped the daemon before exec in 5 attempts");
+}
+
+fn try_start_stopped_before_exec(dir: &Path) -> Option<Held> {
     let spec = DaemonSpec::new(dir);
     let log = dir.join("strace.log");
     let strace = Command::new("strace")
@@ -100,26 +122,70 @@ fn start_stopped_before_exec(dir: &Path) -> Held {
         .spawn()
         .unwrap();
     let child_of = |parent: i32| {
-        wait_for(TIMEOUT, "a forked child", || {
-            procfs::pids()
-                .into_iter()
-                .find(|&pid| procfs::stat(pid).is_ok_and(|s| s.ppid == parent))
-        })
+        procfs::pids()
+            .into_iter()
+            .find(|&pid| procfs::stat(pid).is_ok_and(|s| s.ppid == parent))
     };
-    let original = child_of(strace.id() as i32);
-    let intermediate = child_of(original);
-    let daemon = child_of(intermediate);
-    wait_until(TIMEOUT, "the daemon to stop before exec", || {
-        procfs::stat(daemon).is_ok_and(|s| matches!(s.state, 't' | 'T'))
+    let stopped = |pid: i32| procfs::stat(pid).is_ok_and(|s| matches!(s.state, 't' | 'T'));
+    let original = wait_for(TIMEOUT, "daemonize under strace", || {
+        child_of(strace.id() as i32)
     });
-    Held {
+    let mut held = Held {
         strace,
         log,
         original,
-        intermediate,
-        daemon,
+        intermediate: 0,
+        daemon: 0,
         spec,
-    }
+    };
+    // Either the daemon stops (the set-up wanted), or strace stopped
+    // another process of the chain by mistake (the race).
+    let alive = |pid: i32| procfs::stat(pid).is_ok_and(|s| s.state != 'Z');
+    let exec_d = |pid: i32| {
+        procfs::cmdline(pid).is_ok_and(|argv| argv.first().is_some_and(|a| a != common::bin()))
+    };
+    let chain = common::wait_for_optional(TIMEOUT, || match child_of(original) {
+        // Stopped by mistake, or the start went through unstopped.
+        None if stopped(original) || !alive(original) => Some(None),
+        None => None,
+        Some(intermediate) => {
+            held.intermediate = intermediate;
+            match child_of(intermediate) {
+                Some(daemon) if stopped(daemon) => Some(Some((intermediate, daemon))),
+                Some(daemon) if exec_d(daemon) => Some(None),
+                None if stopped(intermediate) => Some(None),
+                _ => None,
+            }
+        }
+    });
+    let Some(chain) = chain else {
+        let show = |pid: i32| {
+            format!(
+                "{pid}: {:?} {:?}",
+                procfs::stat(pid).map(|s| (s.state, s.ppid)),
+                procfs::cmdline(pid).map(|a| a.into_iter().next())
+            )
+        };
+        let inter = child_of(original).unwrap_or(0);
+        panic!(
+            "no process of the start stopped: original {}, intermediate {}, its child {}; \
+             strace log: {:?}",
+            show(original),
+            show(inter),
+            show(child_of(inter).unwrap_or(0)),
+            fs::read_to_string(&held.log).unwrap_or_default()
+        );
+    };
+    let Some((intermediate, daemon)) = chain else {
+        // A failed attempt: a daemon that ran on is owned (and killed by
+        // PID) here; `held` kills the rest as it drops.
+        for (pid, _) in common::processes_with_marker(&held.spec.marker) {
+            drop(Daemon::new(pid));
+        }
+        return None;
+    };
+    (held.intermediate, held.daemon) = (intermediate, daemon);
+    Some(held)
 }
 
 /// Sends SIGCONT to the stopped daemon until daemonize has exited, and
