@@ -346,6 +346,16 @@ fn open_lock_file(path: &Path, what: &str) -> Result<(File, bool), Failure> {
         )
         .into());
     }
+    // A second name for the file elsewhere (a hard link someone made to a
+    // file of root's) would have us lock, and chmod, that other file.
+    if meta.nlink() != 1 {
+        return Err(anyhow!(
+            "cannot use {what}: it has {} names (hard links), so it may be another file \
+             that someone linked here; remove it",
+            meta.nlink()
+        )
+        .into());
+    }
     // Created `0600` whatever the umask; an old one may have been left open
     // to others (a descriptor opened before cannot be revoked, though).
     let mode = meta.mode() & 0o777;
@@ -392,6 +402,16 @@ fn claim(path: &Path) -> Result<File, Failure> {
     let what = format!("pidfile '{}'", path.display());
     let file = file.map_err(|e| open_error(&what, e))?;
     check_regular(&what, &file)?;
+    // As for the lock file: a second name means it may be someone else's
+    // file, linked here to have us write into it.
+    let links = file.metadata().map(|m| m.nlink()).unwrap_or(1);
+    if links != 1 {
+        return Err(anyhow!(
+            "cannot use {what}: it has {links} names (hard links), so it may be another file \
+             that someone linked here; remove it"
+        )
+        .into());
+    }
     match read_pid(&file) {
         Err(e) => {
             return Err(e

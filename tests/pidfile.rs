@@ -1439,10 +1439,12 @@ fn a_lock_file_that_is_not_a_regular_file_is_refused_and_a_symlink_never_followe
     let target = dir.path().join("target");
     fs::write(&target, "precious\n").unwrap();
     let old = set_old_mtime(&target);
+    let mode = fs::metadata(&target).unwrap().permissions().mode();
     for (kind, words) in [
         ("fifo", &["not a regular file"][..]),
         ("directory", &["not a regular file"]),
         ("symlink", &["symbolic link"]),
+        ("hardlink", &["hard links"]),
     ] {
         let pidfile = dir.path().join(format!("{kind}.pid"));
         let lock = lock_of(&pidfile);
@@ -1451,6 +1453,7 @@ fn a_lock_file_that_is_not_a_regular_file_is_refused_and_a_symlink_never_followe
                 nix::unistd::mkfifo(&lock, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()
             }
             "directory" => fs::create_dir(&lock).unwrap(),
+            "hardlink" => fs::hard_link(&target, &lock).unwrap(),
             _ => std::os::unix::fs::symlink(&target, &lock).unwrap(),
         }
         let (output, spec) = start(dir.path(), &pidfile_option(&pidfile));
@@ -1466,6 +1469,11 @@ fn a_lock_file_that_is_not_a_regular_file_is_refused_and_a_symlink_never_followe
     }
     assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
     assert_eq!(mtime(&target), old, "the symlink's target was written to");
+    assert_eq!(
+        fs::metadata(&target).unwrap().permissions().mode(),
+        mode,
+        "the linked file's mode was changed"
+    );
 }
 
 /// A lock file (or lockfile) of ours that others may open loses their
@@ -2065,4 +2073,21 @@ fn an_older_process_holding_the_daemons_lock_never_takes_over() {
         service.try_wait().unwrap().is_none(),
         "the service was signalled"
     );
+}
+
+/// A pidfile with a second name (a hard link someone made to another file)
+/// is refused: daemonize would otherwise write a PID into that file.
+#[test]
+fn a_hard_linked_pidfile_is_refused_and_the_other_file_untouched() {
+    init();
+    let dir = tempdir();
+    let target = dir.path().join("someone-elses-file");
+    fs::write(&target, "").unwrap();
+    let pidfile = dir.path().join("app.pid");
+    fs::hard_link(&target, &pidfile).unwrap();
+    let (output, spec) = start(dir.path(), &pidfile_option(&pidfile));
+    let _daemon = (output.code == Some(0)).then(|| spec.start());
+    output.assert_failed(125, &["pidfile", "hard links"]);
+    assert_no_leftover(&spec.marker);
+    assert_eq!(fs::read_to_string(&target).unwrap(), "");
 }
