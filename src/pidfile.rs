@@ -125,20 +125,6 @@ impl Held {
 }
 
 impl Lock {
-    /// Opens (creating if needed) and locks `path` alone; see
-    /// [`Lock::acquire_all`].
-    #[allow(
-        dead_code,
-        reason = "the one-file form, for callers other than the launch plan"
-    )]
-    pub fn acquire(path: &Path, kind: Kind) -> Result<Lock, Failure> {
-        let mut locks = match kind {
-            Kind::Pidfile => Lock::acquire_all(Some(path), None)?,
-            Kind::Lockfile => Lock::acquire_all(None, Some(path))?,
-        };
-        Ok(locks.remove(0))
-    }
-
     /// Locks the pidfile (through its companion) and the lockfile, or fails
     /// with exit 1 if another instance holds either, or runs without its
     /// lock by the identity rule. Every lock is taken before any file is
@@ -203,15 +189,6 @@ impl Lock {
             });
         }
         Ok(locks)
-    }
-
-    /// Whether `other` is the same file as this pidfile or lockfile.
-    #[allow(
-        dead_code,
-        reason = "part of the interface; the plan uses file_named_by"
-    )]
-    pub fn is_same_file(&self, other: &Path) -> bool {
-        names_same_file(other, self.file.as_ref().unwrap_or(&self.lock))
     }
 
     /// Which of this lock's files `other` names, following symlinks: the
