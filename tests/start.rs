@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use common::{
-    Daemon, TIMEOUT, assert_no_leftover, daemonize, init, processes_with_marker, procfs,
+    Daemon, Output, TIMEOUT, assert_no_leftover, daemonize, init, processes_with_marker, procfs,
     unique_marker, wait_for, wait_until,
 };
 
@@ -146,6 +146,25 @@ fn a_command_that_forks_into_the_background_is_followed_and_never_run_twice() {
     assert!(!pidfile.exists());
 }
 
+/// `daemonize --ready-fd 3 -p PIDFILE` of a command that starts a child
+/// which calls setsid (leaving the daemon's session and group) and runs
+/// `sleep MARKER`, waits until that child has started, and exits `code`
+/// before it is ready.
+fn start_leaving_a_setsid_child(dir: &Path, pidfile: &Path, marker: &str, code: i32) -> Output {
+    let started = dir.join("started");
+    daemonize()
+        .args(["--ready-fd", "3", "-p"])
+        .arg(pidfile)
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "setsid sh -c 'touch {}; exec sleep {marker}' 3>&- &\n\
+             while [ ! -e {} ]; do sleep 0.01; done; exit {code}",
+            started.display(),
+            started.display()
+        ))
+        .run()
+}
+
 /// With readiness, a command that exits 0 before it is ready and leaves a
 /// process behind went into the background: a failed start that stops
 /// everything it left (even after setsid) and says how to keep it in the
@@ -156,19 +175,7 @@ fn with_readiness_a_command_that_goes_into_the_background_is_a_failed_start_that
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("app.pid");
     let marker = unique_marker();
-    // The child calls setsid: it leaves the daemon's session and group.
-    let started = dir.path().join("started");
-    let output = daemonize()
-        .args(["--ready-fd", "3", "-p"])
-        .arg(&pidfile)
-        .args(["--", "sh", "-c"])
-        .arg(format!(
-            "setsid sh -c 'touch {}; exec sleep {marker}' &\n\
-             while [ ! -e {} ]; do sleep 0.01; done; exit 0",
-            started.display(),
-            started.display()
-        ))
-        .run();
+    let output = start_leaving_a_setsid_child(dir.path(), &pidfile, &marker, 0);
     assert_eq!(output.code, Some(125), "{output:?}");
     assert!(
         output.stderr.contains("went into the background"),
@@ -191,18 +198,7 @@ fn a_failed_start_stops_children_that_left_the_daemons_session() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("app.pid");
     let marker = unique_marker();
-    let started = dir.path().join("started");
-    let output = daemonize()
-        .args(["--ready-fd", "3", "-p"])
-        .arg(&pidfile)
-        .args(["--", "sh", "-c"])
-        .arg(format!(
-            "setsid sh -c 'touch {}; exec sleep {marker}' 3>&- &\n\
-             while [ ! -e {} ]; do sleep 0.01; done; exit 1",
-            started.display(),
-            started.display()
-        ))
-        .run();
+    let output = start_leaving_a_setsid_child(dir.path(), &pidfile, &marker, 1);
     assert_eq!(output.code, Some(125), "{output:?}");
     assert!(output.stderr.contains("exited with status 1"), "{output:?}");
     assert_no_leftover(&marker);
