@@ -111,13 +111,16 @@ pub fn started_since(pidfile: &File, pid: Pid, slack: std::time::Duration) -> bo
 
 /// The parent of `pid`, from `/proc/PID/stat`.
 pub fn parent(pid: Pid) -> Option<Pid> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    rest.split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-        .map(Pid::from_raw)
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_ppid(&stat).map(Pid::from_raw)
+}
+
+/// Field 4 of `/proc/PID/stat`, counted after the *last* `)`: the command
+/// name in field 2 may hold spaces, parentheses and any other byte.
+fn parse_ppid(stat: &[u8]) -> Option<i32> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Whether process `pid` exists and has not exited (a zombie has).
@@ -204,6 +207,15 @@ fn started_no_later_than(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_parent_pid_is_read_after_the_last_parenthesis() {
+        assert_eq!(parse_ppid(b"42 (sleep) S 7 42 42 0 -1"), Some(7));
+        assert_eq!(parse_ppid(b"42 (a) b) (c) R 9 1 1 0 -1"), Some(9));
+        assert_eq!(parse_ppid(b"42 (odd \xff name) S 3 1 1"), Some(3));
+        assert_eq!(parse_ppid(b"42 (cut"), None);
+        assert_eq!(parse_ppid(b""), None);
+    }
 
     const S: i128 = NANOS_PER_SECOND;
     /// A wall-clock moment, in seconds since the epoch.

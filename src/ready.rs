@@ -43,6 +43,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, Uid, UnlinkatFlags, geteuid, getpid, unlinkat};
 
 use crate::error::Failure;
+use crate::identity;
 use crate::output::Outputs;
 use crate::process::{self, Process, Stopped};
 use crate::sys;
@@ -701,7 +702,7 @@ fn random_suffix(seed: &std::collections::hash_map::RandomState, attempt: u32) -
 /// daemon's subreaper, which has no other children: reaching daemonize
 /// counts too.
 fn from_the_daemon(sender: Pid, daemon: Pid) -> bool {
-    descends_from(sender, &[daemon, getpid()], parent_of)
+    descends_from(sender, &[daemon, getpid()], identity::parent)
 }
 
 /// Whether walking up from `pid` through `parent` reaches one of `roots`,
@@ -722,20 +723,6 @@ fn descends_from(pid: Pid, roots: &[Pid], parent: impl Fn(Pid) -> Option<Pid>) -
         }
     }
     false
-}
-
-/// The parent of `pid` as `/proc/PID/stat` gives it (a zombie still has one).
-fn parent_of(pid: Pid) -> Option<Pid> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    parse_ppid(&stat).map(Pid::from_raw)
-}
-
-/// Field 4 of `/proc/PID/stat`, counted after the *last* `)`: the command
-/// name in field 2 may hold spaces, parentheses and any other byte.
-fn parse_ppid(stat: &[u8]) -> Option<i32> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl ReadyPipe {
@@ -812,15 +799,6 @@ fn died(daemon: Process, outputs: &Outputs, creds: Option<&Credentials>) -> Fail
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_parent_pid_is_read_after_the_last_parenthesis() {
-        assert_eq!(parse_ppid(b"42 (sleep) S 7 42 42 0 -1"), Some(7));
-        assert_eq!(parse_ppid(b"42 (a) b) (c) R 9 1 1 0 -1"), Some(9));
-        assert_eq!(parse_ppid(b"42 (odd \xff name) S 3 1 1"), Some(3));
-        assert_eq!(parse_ppid(b"42 (cut"), None);
-        assert_eq!(parse_ppid(b""), None);
-    }
 
     #[test]
     fn only_descendants_of_a_root_count() {
