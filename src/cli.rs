@@ -12,9 +12,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{ArgAction, CommandFactory, Parser};
+use clap::{ArgAction, ArgGroup, CommandFactory, Parser};
 use nix::libc::{self, c_int};
 use nix::sys::signal::Signal;
+
+pub use crate::machine::Policy;
 
 const ABOUT: &str = "Run a command as a Unix daemon, and report whether it started";
 
@@ -167,7 +169,8 @@ sections![
     long_about = LONG_ABOUT,
     after_help = "Run 'daemonize --help' for examples and exit codes.",
     after_long_help = AFTER_LONG_HELP,
-    max_term_width = 100
+    max_term_width = 100,
+    group(ArgGroup::new("instance").args(["pidfile", "supervisor_pidfile"]).multiple(true))
 )]
 pub struct Cli {
     /// Working directory of the daemon [default: /]
@@ -233,25 +236,68 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub ready_timeout: Option<Duration>,
 
+    /// Keep COMMAND running: restart it whenever it ends (always, the default), or
+    /// only when it fails (on-failure: a non-zero exit, a signal other than TERM,
+    /// INT, HUP or PIPE, a missed readiness or watchdog deadline)
+    #[arg(
+        short = 'r',
+        long,
+        value_name = "POLICY",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "always",
+        value_parser = parse_policy
+    )]
+    pub restart: Option<Policy>,
+
+    /// Seconds before the first restart; doubled after each run that was not
+    /// healthy, up to --restart-max-delay [default: 0.1]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, requires = "restart")]
+    pub restart_delay: Option<Duration>,
+
+    /// The longest delay between restarts [default: 30]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, requires = "restart")]
+    pub restart_max_delay: Option<Duration>,
+
+    /// Give up after N restarts in a row without a healthy run (one that lasted
+    /// 10 s, or became ready); 0 never gives up [default: 0]
+    #[arg(long, value_name = "N", requires = "restart")]
+    pub max_restarts: Option<u32>,
+
+    /// With --restart, write the supervisor's PID to FILE (locked, like --pidfile);
+    /// control actions accept it instead of --pidfile
+    #[arg(short = 'P', long, value_name = "FILE")]
+    pub supervisor_pidfile: Option<PathBuf>,
+
+    /// With --restart and --wait-ready: COMMAND gets WATCHDOG_USEC and must send
+    /// WATCHDOG=1 at least every SECS; a miss is SIGABRT and a restart
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, requires_all = ["restart", "wait_ready"])]
+    pub watchdog: Option<Duration>,
+
     /// Report whether the daemon named by --pidfile runs (LSB codes: 0 running,
     /// 1 stale pidfile, 3 not running, 4 unknown)
-    #[arg(long, requires = "pidfile", conflicts_with_all = ["stop", "signal", "command"])]
+    #[arg(long, requires = "instance", conflicts_with_all = ["stop", "signal", "command"])]
     pub status: bool,
 
     /// Stop the daemon named by --pidfile: send --signal, wait --timeout seconds,
-    /// then SIGKILL
-    #[arg(long, requires = "pidfile", conflicts_with = "command")]
+    /// then SIGKILL; a supervised one is not restarted
+    #[arg(long, requires = "instance", conflicts_with = "command")]
     pub stop: bool,
 
     /// With --stop, the signal that stops the daemon [default: TERM]; alone,
     /// send SIG to the daemon named by --pidfile and do nothing more (exit 7 if it
     /// is not running). By name or number: TERM, SIGUSR1, 15, RTMIN+3
-    #[arg(long, value_name = "SIG", value_parser = parse_signal, requires = "pidfile", conflicts_with = "command")]
+    #[arg(long, value_name = "SIG", value_parser = parse_signal, requires = "instance", conflicts_with = "command")]
     pub signal: Option<Sig>,
 
     /// Send SIGHUP to the daemon named by --pidfile (the same as --signal HUP)
-    #[arg(long, requires = "pidfile", conflicts_with_all = ["status", "stop", "signal", "command"])]
+    #[arg(long, requires = "instance", conflicts_with_all = ["status", "stop", "signal", "command"])]
     pub reload: bool,
+
+    /// Restart the supervised daemon named by --pidfile (or -P) at once, with the
+    /// restart delay reset
+    #[arg(long, requires = "instance", conflicts_with_all = ["status", "stop", "signal", "reload", "command"])]
+    pub restart_now: bool,
 
     /// Seconds --stop waits before sending SIGKILL [default: 10]
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
@@ -266,7 +312,7 @@ pub struct Cli {
         value_name = "COMMAND",
         trailing_var_arg = true,
         num_args = 1..,
-        required_unless_present_any = ["status", "stop", "signal", "reload"],
+        required_unless_present_any = ["status", "stop", "signal", "reload", "restart_now"],
         value_parser = clap::builder::OsStringValueParser::new()
     )]
     pub command: Vec<OsString>,
@@ -301,41 +347,57 @@ impl Cli {
 
     /// What this invocation does.
     pub fn mode(&self) -> Mode<'_> {
-        let Some(pidfile) = self.pidfile.as_deref() else {
-            return Mode::Start;
+        let instance = Instance {
+            pidfile: self.pidfile.as_deref(),
+            supervisor: self.supervisor_pidfile.as_deref(),
         };
         if self.status {
-            Mode::Status(pidfile)
+            Mode::Status(instance)
         } else if self.stop {
             Mode::Stop {
-                pidfile,
+                instance,
                 signal: self.signal.unwrap_or(Sig::TERM),
                 timeout: self.timeout(),
             }
+        } else if self.restart_now {
+            Mode::RestartNow(instance)
         } else if let Some(signal) = self.signal.or(self.reload.then_some(Sig::HUP)) {
-            Mode::Signal { pidfile, signal }
+            Mode::Signal { instance, signal }
+        } else if self.restart.is_some() {
+            Mode::Supervise
         } else {
             Mode::Start
         }
     }
 }
 
-/// What an invocation does: start a daemon, or one of the control actions
-/// on the daemon a pidfile names.
+/// The files that name an instance for a control action: the pidfile, the
+/// supervisor pidfile, or both (clap requires one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Instance<'a> {
+    pub pidfile: Option<&'a Path>,
+    pub supervisor: Option<&'a Path>,
+}
+
+/// What an invocation does: start a daemon (plain, or supervised), or one
+/// of the control actions on the instance a pidfile names.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Mode<'a> {
     Start,
-    Status(&'a Path),
+    /// `--restart`: a supervisor starts COMMAND and keeps it running.
+    Supervise,
+    Status(Instance<'a>),
     Stop {
-        pidfile: &'a Path,
+        instance: Instance<'a>,
         signal: Sig,
         timeout: Duration,
     },
     /// `--signal` without `--stop`, or `--reload`.
     Signal {
-        pidfile: &'a Path,
+        instance: Instance<'a>,
         signal: Sig,
     },
+    RestartNow(Instance<'a>),
 }
 
 /// A signal for `--signal`: any number the kernel accepts, including the
@@ -398,6 +460,19 @@ pub fn parse() -> Result<Cli, u8> {
     if cli.ready_timeout.is_some() && !cli.waits_for_readiness() {
         return Err(usage_error(
             "--ready-timeout goes with --wait-ready or --ready-fd",
+        ));
+    }
+    // -P names a supervisor, which only --restart starts; control actions
+    // take it as well as -p.
+    let control = cli.status || cli.stop || cli.signal.is_some() || cli.reload || cli.restart_now;
+    if cli.supervisor_pidfile.is_some() && !control && cli.restart.is_none() {
+        return Err(usage_error("--supervisor-pidfile goes with --restart"));
+    }
+    if let (Some(delay), Some(max)) = (cli.restart_delay, cli.restart_max_delay)
+        && delay > max
+    {
+        return Err(usage_error(
+            "--restart-delay cannot be longer than --restart-max-delay",
         ));
     }
     Ok(cli)
@@ -508,6 +583,15 @@ pub fn parse_signal(s: &str) -> Result<Sig, String> {
     }
 }
 
+/// `always` or `on-failure` (`--restart=POLICY`).
+fn parse_policy(s: &str) -> Result<Policy, String> {
+    match s {
+        "always" => Ok(Policy::Always),
+        "on-failure" => Ok(Policy::OnFailure),
+        _ => Err("expected always or on-failure, like --restart=on-failure".into()),
+    }
+}
+
 /// Non-negative seconds, fractions allowed: `10`, `0.5`; at most a year
 /// (a deadline must stay representable).
 pub fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -582,10 +666,14 @@ mod tests {
     fn reload_is_signal_hup_and_signal_alone_is_the_signal_mode() {
         let parse = |args: &[&str]| Cli::try_parse_from(args).expect("parses");
         let cli = parse(&["daemonize", "-p", "x.pid", "--reload"]);
+        let instance = Instance {
+            pidfile: Some(Path::new("x.pid")),
+            supervisor: None,
+        };
         assert_eq!(
             cli.mode(),
             Mode::Signal {
-                pidfile: Path::new("x.pid"),
+                instance,
                 signal: Sig::HUP
             }
         );
@@ -593,7 +681,7 @@ mod tests {
         assert_eq!(
             cli.mode(),
             Mode::Signal {
-                pidfile: Path::new("x.pid"),
+                instance,
                 signal: Sig(libc::SIGUSR1)
             }
         );
@@ -601,12 +689,33 @@ mod tests {
         assert!(matches!(cli.mode(), Mode::Stop { signal, .. } if signal.number() == libc::SIGINT));
         let cli = parse(&["daemonize", "-p", "x.pid", "--", "true"]);
         assert_eq!(cli.mode(), Mode::Start);
+        let cli = parse(&["daemonize", "-r", "-p", "x.pid", "--", "true"]);
+        assert_eq!(cli.mode(), Mode::Supervise);
+        assert_eq!(cli.restart, Some(Policy::Always));
+        let cli = parse(&["daemonize", "--restart=on-failure", "true"]);
+        assert_eq!(cli.restart, Some(Policy::OnFailure));
+        // `-r COMMAND`: the command is not taken for a policy.
+        let cli = parse(&["daemonize", "-r", "sleep", "5"]);
+        assert_eq!(cli.restart, Some(Policy::Always));
+        assert_eq!(cli.command, ["sleep", "5"]);
+        let cli = parse(&["daemonize", "-P", "s.pid", "--restart-now"]);
+        assert_eq!(
+            cli.mode(),
+            Mode::RestartNow(Instance {
+                pidfile: None,
+                supervisor: Some(Path::new("s.pid"))
+            })
+        );
         for args in [
             &["daemonize", "-p", "x.pid", "--reload", "--stop"][..],
             &["daemonize", "-p", "x.pid", "--reload", "--signal", "HUP"],
             &["daemonize", "-p", "x.pid", "--status", "--signal", "HUP"],
             &["daemonize", "--reload"],
             &["daemonize", "--signal", "HUP"],
+            &["daemonize", "--restart-now"],
+            &["daemonize", "--restart=sometimes", "true"],
+            &["daemonize", "--restart-delay", "1", "true"],
+            &["daemonize", "-r", "--watchdog", "5", "true"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} was accepted");
         }

@@ -15,17 +15,18 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail};
+use anyhow::{Context, anyhow, bail};
 use nix::errno::Errno;
 use nix::libc::c_int;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 
-use crate::cli::Sig;
+use crate::cli::{Instance, Sig};
 use crate::error::{EXIT_FAILURE, EXIT_RUNNING, Failure};
 use crate::identity;
 use crate::pidfile::{self, Companion, Removal};
 use crate::process::{Process, StopError, Stopped};
+use crate::state::{self, Record, Request};
 
 /// LSB init-script status codes (LSB 4.1, "Init Script Actions").
 const STATUS_RUNNING: u8 = 0;
@@ -293,7 +294,36 @@ fn by_lock<'a>(pf: &Pidfile, lock: &'a File, pid: Option<Pid>) -> Result<Found<'
 
 /// `--status`: 0 running (prints the PID), 1 stale pidfile, 3 no pidfile,
 /// 4 cannot tell.
-pub fn status(path: &Path) -> Result<u8, Failure> {
+pub fn status(instance: Instance) -> Result<u8, Failure> {
+    let supervision = supervision(instance);
+    if let Supervision::Running { record, .. } = &supervision {
+        say(&supervised_status(record));
+        return Ok(STATUS_RUNNING);
+    }
+    let Some(path) = instance.pidfile else {
+        let path = instance.supervisor.unwrap_or(Path::new(""));
+        return Ok(
+            match pidfile::open_existing(path)
+                .map_err(Problem::from)
+                .map_err(Problem::unknown)?
+            {
+                None => {
+                    say(&format!(
+                        "not running (no supervisor pidfile '{}')",
+                        path.display()
+                    ));
+                    STATUS_NOT_RUNNING
+                }
+                Some(_) => {
+                    say(&format!(
+                        "not running (no supervisor runs for '{}')",
+                        path.display()
+                    ));
+                    STATUS_DEAD_PIDFILE_EXISTS
+                }
+            },
+        );
+    };
     let Some(pf) = open(path).map_err(Problem::unknown)? else {
         say(&format!("not running (no pidfile '{}')", path.display()));
         return Ok(STATUS_NOT_RUNNING);
@@ -303,7 +333,16 @@ pub fn status(path: &Path) -> Result<u8, Failure> {
             say(&format!("not running (stale pidfile '{}')", path.display()));
             return Ok(STATUS_DEAD_PIDFILE_EXISTS);
         }
-        Found::Daemon { daemon, .. } => say(&format!("running (pid {})", daemon.pid())),
+        Found::Daemon { daemon, .. } => match supervision {
+            Supervision::Gone(record) if record.child == Some(daemon.pid().as_raw()) => {
+                say(&format!(
+                    "running (pid {}; its supervisor, pid {}, is gone)",
+                    daemon.pid(),
+                    record.supervisor
+                ))
+            }
+            _ => say(&format!("running (pid {})", daemon.pid())),
+        },
         // Locked but still empty: a start is between its lock and its write.
         Found::Holders { pid: None, .. } => say(&format!(
             "running (starting; no PID in '{}' yet)",
@@ -332,13 +371,42 @@ pub fn status(path: &Path) -> Result<u8, Failure> {
 
 /// `--signal` without `--stop`: sends `signal` to the daemon and nothing
 /// more. 0 once sent, 7 if no daemon runs, 4 if the caller cannot tell.
-pub fn signal(path: &Path, signal: Sig) -> Result<u8, Failure> {
+pub fn signal(instance: Instance, signal: Sig) -> Result<u8, Failure> {
     let context = format!("cannot send {signal}");
     let not_running = |why: String| {
         Failure::new(
             EXIT_NOT_RUNNING,
             anyhow!("the daemon is not running ({why})").context(context.clone()),
         )
+    };
+    let supervision = supervision(instance);
+    let path = match (instance.pidfile, supervision) {
+        (_, Supervision::Running { record, .. }) if record.child.is_none() => {
+            return Err(not_running(format!(
+                "its supervisor, pid {}, has a restart pending",
+                record.supervisor
+            )));
+        }
+        (Some(path), _) => path,
+        // Only -P: the supervisor itself, which passes the signal on
+        // (docs/design.md, "Supervision").
+        (None, Supervision::Running { supervisor, .. }) => {
+            let pid = supervisor.pid();
+            return match supervisor.signal(signal.number()) {
+                Ok(true) => Ok(0),
+                Ok(false) => Err(not_running(format!("pid {pid} has just exited"))),
+                Err(e) => Err(anyhow!(e)
+                    .context(format!("cannot send {signal} to the supervisor, pid {pid}"))
+                    .into()),
+            };
+        }
+        (None, _) => {
+            let path = instance.supervisor.unwrap_or(Path::new(""));
+            return Err(not_running(format!(
+                "no supervisor runs for '{}'",
+                path.display()
+            )));
+        }
     };
     let Some(pf) = open(path).map_err(|p| p.into_failure(EXIT_FAILURE, &context))? else {
         return Err(not_running(format!("no pidfile '{}'", path.display())));
@@ -387,10 +455,26 @@ pub fn signal(path: &Path, signal: Sig) -> Result<u8, Failure> {
 /// `--stop`: signal, wait up to `timeout`, then SIGKILL, and remove the
 /// pidfile. Exit 0 once the daemon is gone (or was not running), 1 if it
 /// could not be stopped, 4 if the caller cannot tell.
-pub fn stop(path: &Path, signal: Sig, timeout: Duration) -> Result<u8, Failure> {
+pub fn stop(instance: Instance, signal: Sig, timeout: Duration) -> Result<u8, Failure> {
     let context = "cannot stop the daemon";
     let cannot = |e: anyhow::Error| Failure::new(EXIT_RUNNING, e.context(context));
     let problem = |p: Problem| p.into_failure(EXIT_RUNNING, context);
+    match supervision(instance) {
+        Supervision::Running { supervisor, .. } => {
+            stop_supervisor(&supervisor, signal, timeout).map_err(cannot)?;
+        }
+        Supervision::Gone(record) if instance.pidfile.is_none() => {
+            return Err(cannot(anyhow!(
+                "its supervisor, pid {}, is gone; name the daemon with --pidfile to stop it",
+                record.supervisor
+            )));
+        }
+        _ => {}
+    }
+    let Some(path) = instance.pidfile else {
+        tracing::info!("no supervisor runs: not running");
+        return Ok(0);
+    };
     let Some(pf) = open(path).map_err(problem)? else {
         tracing::info!(path = %path.display(), "no pidfile: not running");
         return Ok(0);
@@ -432,6 +516,177 @@ pub fn stop(path: &Path, signal: Sig, timeout: Duration) -> Result<u8, Failure> 
         "it keeps running according to '{}'",
         path.display()
     )))
+}
+
+/// `--restart-now`: 0 once the supervisor has the request, 7 if nothing
+/// runs, 125 if what runs is not supervised.
+pub fn restart_now(instance: Instance) -> Result<u8, Failure> {
+    let context = "cannot restart the daemon";
+    match supervision(instance) {
+        Supervision::Running { supervisor, .. } => {
+            let pid = supervisor.pid();
+            match supervisor.queue(state::control_signal(), Request::RestartNow.encode()) {
+                Ok(true) => Ok(0),
+                Ok(false) => Err(Failure::new(
+                    EXIT_NOT_RUNNING,
+                    anyhow!("its supervisor, pid {pid}, has just exited").context(context),
+                )),
+                Err(e) => Err(anyhow!(e)
+                    .context(format!("cannot signal the supervisor, pid {pid}"))
+                    .context(context)
+                    .into()),
+            }
+        }
+        Supervision::Gone(record) => Err(Failure::new(
+            EXIT_FAILURE,
+            anyhow!("its supervisor, pid {}, is gone", record.supervisor).context(context),
+        )),
+        Supervision::None => {
+            let running = match instance.pidfile {
+                Some(path) => match open(path).map_err(Problem::unknown)? {
+                    Some(pf) => !matches!(find(&pf).map_err(Problem::unknown)?, Found::Stale),
+                    None => false,
+                },
+                None => false,
+            };
+            Err(match running {
+                true => Failure::new(
+                    EXIT_FAILURE,
+                    anyhow!("it is not supervised (started without --restart)").context(context),
+                ),
+                false => Failure::new(
+                    EXIT_NOT_RUNNING,
+                    anyhow!("the daemon is not running").context(context),
+                ),
+            })
+        }
+    }
+}
+
+/// The supervisor of an instance, as its state record names it.
+enum Supervision {
+    /// None runs (or the instance was not started with `--restart`).
+    None,
+    /// It runs: pinned, and seen to hold the instance's lock after that.
+    Running { supervisor: Process, record: Record },
+    /// Its record is there, but it is not running (killed by SIGKILL): the
+    /// record is only a hint, never a target.
+    Gone(Record),
+}
+
+/// Reads the supervisor's record from the lock file of the pidfile or
+/// the supervisor pidfile (docs/design.md, "The supervisor's channels"),
+/// and checks it: the supervisor it names must be a `daemonize` (the
+/// same executable as ours), pinned by a pidfd, that holds the lock.
+/// Neither a stale record nor a forged one (only the lock file's owner
+/// can write it) can name another process to signal.
+fn supervision(instance: Instance) -> Supervision {
+    for path in [instance.pidfile, instance.supervisor]
+        .into_iter()
+        .flatten()
+    {
+        let Ok(Companion::Open(lock)) = pidfile::open_companion(path) else {
+            continue;
+        };
+        let Some(record) = read_record(&lock) else {
+            continue;
+        };
+        if record.phase == state::Phase::Done {
+            return Supervision::None;
+        }
+        let pid = Pid::from_raw(record.supervisor);
+        let Ok(supervisor) = Process::open(pid) else {
+            return Supervision::Gone(record);
+        };
+        if !is_daemonize(pid) || !holds_lock(pid, &lock).unwrap_or(false) {
+            return Supervision::Gone(record);
+        }
+        return Supervision::Running { supervisor, record };
+    }
+    Supervision::None
+}
+
+/// The record in a lock file, read again if a write was met halfway.
+fn read_record(lock: &File) -> Option<Record> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = [0u8; state::RECORD_LEN];
+    (0..5).find_map(|_| {
+        let n = lock.read_at(&mut bytes, 0).ok()?;
+        Record::decode(&bytes[..n])
+    })
+}
+
+/// Whether process `pid` runs the same executable as we do. A process we
+/// may not look at passes: the lock check still stands.
+fn is_daemonize(pid: Pid) -> bool {
+    let id = |path: &str| std::fs::metadata(path).map(|m| (m.dev(), m.ino()));
+    match (id(&format!("/proc/{pid}/exe")), id("/proc/self/exe")) {
+        (Ok(theirs), Ok(ours)) => theirs == ours,
+        _ => true,
+    }
+}
+
+/// `--status` of a running supervisor's instance.
+fn supervised_status(record: &Record) -> String {
+    let mut facts = Vec::new();
+    let restarts = match record.restarts {
+        1 => "1 restart".to_owned(),
+        n => format!("{n} restarts"),
+    };
+    let head = match (record.child, record.phase) {
+        (Some(child), _) => {
+            facts.push(format!("pid {child}"));
+            facts.push(format!("supervisor pid {}", record.supervisor));
+            "running"
+        }
+        (None, _) => {
+            facts.push(format!("supervisor pid {}", record.supervisor));
+            if let Some(due) = record.next_restart {
+                let now = state::epoch_ms(std::time::SystemTime::now());
+                let left = due.saturating_sub(now) as f64 / 1000.0;
+                facts.push(format!("restart due in {left:.1} s"));
+            }
+            "restarting"
+        }
+    };
+    facts.push(restarts);
+    if let Some(end) = &record.last_end {
+        facts.push(format!("last end: {end}"));
+    }
+    if let Some(status) = &record.status {
+        facts.push(format!("status: {status}"));
+    }
+    format!("{head} ({})", facts.join("; "))
+}
+
+/// Ends supervision: the supervisor stops COMMAND itself (with `signal`,
+/// then SIGKILL after `timeout`) and exits, with no restart after the
+/// request. If it does not exit in time, it is killed, and whatever it
+/// left is for the pidfile's stop to find.
+fn stop_supervisor(supervisor: &Process, signal: Sig, timeout: Duration) -> anyhow::Result<()> {
+    let pid = supervisor.pid();
+    tracing::info!(pid = pid.as_raw(), "asking the supervisor to stop");
+    let request = Request::Stop {
+        signal: signal.number(),
+        timeout,
+    };
+    if !supervisor
+        .queue(state::control_signal(), request.encode())
+        .with_context(|| format!("cannot signal the supervisor, pid {pid}"))?
+    {
+        return Ok(());
+    }
+    let grace = timeout.saturating_add(KILL_GRACE);
+    if supervisor.exited_within(grace).unwrap_or(false) {
+        return Ok(());
+    }
+    tracing::warn!(
+        pid = pid.as_raw(),
+        "the supervisor did not stop in time: SIGKILL"
+    );
+    let _ = supervisor.signal(Signal::SIGKILL);
+    let _ = supervisor.exited_within(KILL_GRACE);
+    Ok(())
 }
 
 /// The end of a `--stop` that found no daemon (left): exit 0, with the

@@ -20,8 +20,16 @@
 //! resumes only once the daemon has exec'd (or failed), and nothing is
 //! copied or torn down on the way; a launcher is mostly that work (issue 6).
 //! Sharing memory adds one rule to the usual ones: a child writes only to its
-//! own stack, the report pipe, `errno`, and the one scratch array `spawn`
-//! sets aside for it (the argument list of the `/bin/sh` fallback).
+//! own stack, the report pipe, `errno`, and the scratch memory its parent
+//! set aside for it: the argument list of the `/bin/sh` fallback, the digits
+//! of `WATCHDOG_PID`, and the opener's result slot.
+//!
+//! Three kinds of child start here (docs/design.md, "The supervisor
+//! design"): the double fork of a plain start ([`Fork::Detach`]), the same
+//! double fork ending in `/proc/self/exe` for a supervisor
+//! ([`spawn_supervisor`]), and the single fork of a supervisor's child into
+//! a process group of its own ([`Fork::Child`]). [`open_as`] opens a log
+//! file with the daemon's credentials, for the supervisor's own messages.
 //!
 //! The daemon searches `PATH` itself instead of calling glibc's `execvp`:
 //! glibc runs any file that fails with `ENOEXEC` through `/bin/sh`, even a
@@ -44,6 +52,7 @@ use nix::unistd::{Pid, pipe2};
 
 use crate::plan::Plan;
 use crate::report::{Outcome, RECORD_LEN, Stage, encode};
+use crate::user::Credentials;
 
 unsafe extern "C" {
     /// The process environment, passed on when the plan does not change it
@@ -51,10 +60,21 @@ unsafe extern "C" {
     static environ: *const *const c_char;
 }
 
+/// How [`spawn`] forks the daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fork {
+    /// A plain start: an intermediate child makes a new session and forks
+    /// the daemon, then exits, so the daemon is no session leader.
+    Detach,
+    /// The supervisor's child: one fork, into a process group of its own
+    /// in the supervisor's session (which is already detached).
+    Child,
+}
+
 /// The processes started by [`spawn`], seen from the original process.
 pub struct Spawned {
-    /// The intermediate child: the original process must reap it.
-    pub intermediate: Pid,
+    /// The intermediate child, which the caller must reap (`Fork::Detach`).
+    pub intermediate: Option<Pid>,
     /// What the children reported; complete, since they have all exec'd or
     /// exited by the time `spawn` returns.
     pub outcome: anyhow::Result<Outcome>,
@@ -85,10 +105,24 @@ struct ChildArgs<'a> {
     /// `PATH` for the command search (the daemon's, or the default).
     search_path: &'a std::ffi::CStr,
     /// `["/bin/sh", <script>, argv[1..], NULL]` for a script without `#!`:
-    /// the daemon fills in slot 1 (the only memory of ours it writes).
+    /// the daemon fills in slot 1 (scratch memory set aside for it).
     sh_argv: *mut *const c_char,
+    /// A file to execute as it is, without the command search (the
+    /// supervisor's `/proc/self/exe`); null to search for `argv[0]`.
+    exec_path: *const c_char,
+    /// Null: the working directory is kept (the supervisor resolves the
+    /// caller's relative paths before it moves to `/` itself).
     chdir: *const c_char,
-    umask: libc::mode_t,
+    /// `None` keeps the caller's umask (the supervisor sets its own).
+    umask: Option<libc::mode_t>,
+    /// Standard error is left as it is (the supervisor reports a failed
+    /// first start on the caller's standard error).
+    keep_stderr: bool,
+    /// `Fork::Child`: `setpgid(0, 0)` first.
+    new_group: bool,
+    /// Room for the decimal PID after `WATCHDOG_PID=` in the environment
+    /// (11 bytes, scratch memory set aside for it); null without one.
+    watchdog_pid: *mut u8,
     creds: Option<RawCreds<'a>>,
     dev_null: c_int,
     stdout: Option<RawOutput>,
@@ -103,13 +137,11 @@ struct ChildArgs<'a> {
     daemon_stack: *mut libc::c_void,
 }
 
-/// Forks the intermediate child, which forks the daemon. Returns in the
-/// original process only; the children end in `execvp` or `_exit`.
-pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
+/// Forks the daemon, by a double fork through an intermediate child
+/// (`Fork::Detach`) or by one fork (`Fork::Child`). Returns in the parent
+/// only; the children end in `execve` or `_exit`.
+pub fn spawn(plan: &Plan, fork: Fork) -> anyhow::Result<Spawned> {
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).context("cannot create the report pipe")?;
-    let daemon_stack = Stack::new(CHILD_STACK)?;
-    let intermediate_stack = Stack::new(CHILD_STACK)?;
-
     let groups: Vec<libc::gid_t> = plan
         .creds
         .iter()
@@ -120,7 +152,12 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
         gid: c.gid.as_raw(),
         groups: &groups,
     });
-    let inherit: Vec<c_int> = plan.locks.iter().map(|lock| lock.fd()).collect();
+    let inherit: Vec<c_int> = plan
+        .locks
+        .iter()
+        .filter(|lock| lock.kind.inherited())
+        .map(|lock| lock.fd())
+        .collect();
     let ready = plan.ready.as_ref().and_then(|r| r.child_fd());
     let mut keep: Vec<c_int> = plan.keep_fds.clone();
     keep.extend(&inherit);
@@ -134,10 +171,22 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
             .into_iter()
             .chain(plan.argv[1..].iter().map(|a| a.as_ptr())),
     );
-    let envp = plan
-        .envp
-        .as_ref()
-        .map(|envp| null_terminated(envp.iter().map(|e| e.as_ptr())));
+    // `WATCHDOG_PID=` and room for the daemon to write its PID after it.
+    let mut watchdog = plan.watchdog.then(|| {
+        let mut entry = WATCHDOG_PID.to_vec();
+        entry.resize(WATCHDOG_PID.len() + PID_DIGITS, 0);
+        entry
+    });
+    let envp = plan.envp.as_ref().map(|envp| {
+        null_terminated(
+            envp.iter()
+                .map(|e| e.as_ptr())
+                .chain(watchdog.as_ref().map(|w| w.as_ptr().cast())),
+        )
+    });
+    let watchdog_pid = watchdog
+        .as_mut()
+        .map_or(ptr::null_mut(), |w| w[WATCHDOG_PID.len()..].as_mut_ptr());
     let raw_output = |file: &crate::output::OutputFile| RawOutput {
         path: file.c_path.as_ptr(),
         flags: file.flags.bits(),
@@ -148,8 +197,12 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
         envp: envp.as_deref(),
         search_path: &plan.search_path,
         sh_argv: sh_argv.as_mut_ptr(),
+        exec_path: ptr::null(),
         chdir: plan.c_chdir.as_ptr(),
-        umask: plan.umask,
+        umask: Some(plan.umask),
+        keep_stderr: false,
+        new_group: fork == Fork::Child,
+        watchdog_pid,
         creds,
         dev_null: plan.dev_null.as_raw_fd(),
         stdout: plan.outputs.stdout.as_ref().map(raw_output),
@@ -157,14 +210,85 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
         ready,
         inherit: &inherit,
         keep: &keep,
-        daemon_stack: daemon_stack.top(),
+        daemon_stack: ptr::null_mut(),
     };
+    tracing::debug!(kept = ?keep, ?fork, "forking");
+    run_children(args, fork, report_r, report_w)
+}
 
-    tracing::debug!(kept = ?keep, "forking");
-    // SAFETY: see `vfork_into`. `args` and everything it points into live in
-    // this frame or in the Plan, both alive until clone returns, which is
-    // after the children no longer use our memory.
-    let pid = unsafe { vfork_into(intermediate_entry, intermediate_stack.top(), &args) };
+/// The processes [`spawn_supervisor`] starts.
+pub struct SupervisorSpawn<'a> {
+    /// daemonize's own command line, as the caller gave it.
+    pub argv: &'a [std::ffi::CString],
+    /// The whole environment of the supervisor.
+    pub envp: &'a [std::ffi::CString],
+    /// The status pipe's write end and the caller's `--keep-fds`, sorted:
+    /// the supervisor inherits them.
+    pub inherit: &'a [c_int],
+    pub dev_null: c_int,
+}
+
+/// The double fork of a supervised start (`--restart`): the daemon is a
+/// fresh `daemonize` (`/proc/self/exe`), detached like any daemon (new
+/// session, not its leader, stdin and stdout on `/dev/null`, descriptors
+/// closed, signals reset), but still in the caller's working directory,
+/// with the caller's umask and standard error, and the same credentials.
+/// It parses the same command line and runs the start itself
+/// (`supervise`). The fork children run no code of ours beyond the
+/// system calls, exactly as for a plain start.
+pub fn spawn_supervisor(spec: &SupervisorSpawn) -> anyhow::Result<Spawned> {
+    let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).context("cannot create the report pipe")?;
+    let argv = null_terminated(spec.argv.iter().map(|a| a.as_ptr()));
+    let envp = null_terminated(spec.envp.iter().map(|e| e.as_ptr()));
+    let mut keep: Vec<c_int> = spec.inherit.to_vec();
+    keep.push(report_w.as_raw_fd());
+    keep.sort_unstable();
+    keep.dedup();
+    let args = ChildArgs {
+        report: report_w.as_raw_fd(),
+        argv: &argv,
+        envp: Some(&envp),
+        search_path: c"",
+        sh_argv: ptr::null_mut(),
+        exec_path: c"/proc/self/exe".as_ptr(),
+        chdir: ptr::null(),
+        umask: None,
+        keep_stderr: true,
+        new_group: false,
+        watchdog_pid: ptr::null_mut(),
+        creds: None,
+        dev_null: spec.dev_null,
+        stdout: None,
+        stderr: None,
+        ready: None,
+        inherit: spec.inherit,
+        keep: &keep,
+        daemon_stack: ptr::null_mut(),
+    };
+    run_children(args, Fork::Detach, report_r, report_w)
+}
+
+/// Forks as `fork` says, with `args`, and collects the report.
+fn run_children(
+    mut args: ChildArgs,
+    fork: Fork,
+    report_r: std::os::fd::OwnedFd,
+    report_w: std::os::fd::OwnedFd,
+) -> anyhow::Result<Spawned> {
+    let daemon_stack = Stack::new(CHILD_STACK)?;
+    let intermediate_stack = match fork {
+        Fork::Detach => Some(Stack::new(CHILD_STACK)?),
+        Fork::Child => None,
+    };
+    args.daemon_stack = daemon_stack.top();
+    let pid = match &intermediate_stack {
+        // SAFETY: see `vfork_into`. `args` and everything it points into
+        // live in the caller's frame or in the Plan, both alive until clone
+        // returns, which is after the children no longer use our memory.
+        Some(stack) => unsafe { vfork_into(intermediate_entry, stack.top(), &args) },
+        // SAFETY: as above; the daemon's stack is set aside for it alone.
+        None => unsafe { vfork_into(daemon_entry, daemon_stack.top(), &args) },
+    };
     if pid == -1 {
         return Err(Errno::last()).context("cannot fork");
     }
@@ -173,17 +297,150 @@ pub fn spawn(plan: &Plan) -> anyhow::Result<Spawned> {
     // returned, the daemon may still be running on our memory. Its copy of
     // the report pipe closes only when it execs or exits, so the end of the
     // report is what makes it safe to touch or free anything it uses.
-    let outcome = Outcome::read(report_r);
+    let mut outcome = Outcome::read(report_r);
     if outcome.is_err() {
         // A pipe read failed (not EINTR, not EOF): we cannot know that the
         // daemon has left our memory, so nothing here may be freed or
         // changed. This does not happen on Linux; aborting beats corruption.
         std::process::abort();
     }
+    let pid = Pid::from_raw(pid);
+    let intermediate = match fork {
+        Fork::Detach => Some(pid),
+        Fork::Child => {
+            // The child itself said nothing before it failed (it always
+            // sends its PID first), but clone's result names it anyway.
+            if let Ok(outcome) = &mut outcome {
+                outcome.pid.get_or_insert(pid);
+            }
+            None
+        }
+    };
     Ok(Spawned {
-        intermediate: Pid::from_raw(pid),
+        intermediate,
         outcome,
     })
+}
+
+/// The environment entry that names the daemon for the watchdog
+/// (sd_watchdog_enabled(3)); the daemon writes its own PID after it.
+const WATCHDOG_PID: &[u8] = b"WATCHDOG_PID=";
+
+/// Room for a PID in decimal (at most 4194304 on Linux) and a NUL.
+const PID_DIGITS: usize = 11;
+
+/// Opens `file` with `flags` (and mode [`crate::output::OutputFile::MODE`])
+/// as the daemon would: with `creds` when it changes user, so that root
+/// never writes through a path the daemon's user controls. For that, a
+/// child that shares our memory and our descriptor table (`CLONE_VM |
+/// CLONE_VFORK | CLONE_FILES`) drops its privileges, opens the file and
+/// exits: the descriptor it opened is ours. Without a change of user the
+/// file is opened here. A FIFO without a reader is `ENXIO`, never a hang.
+pub fn open_as(
+    creds: Option<&Credentials>,
+    path: &std::ffi::CStr,
+    flags: c_int,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    let flags = flags | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    let mode = crate::output::OutputFile::MODE as c_uint;
+    let fd = match creds.filter(|c| c.change) {
+        None => {
+            // SAFETY: a NUL-terminated path; the result is checked.
+            unsafe { libc::open(path.as_ptr(), flags, mode) }
+        }
+        Some(c) => {
+            let groups: Vec<libc::gid_t> = c.groups.iter().map(|g| g.as_raw()).collect();
+            let mut result: c_int = -libc::EINVAL;
+            let args = OpenerArgs {
+                creds: RawCreds {
+                    uid: c.uid.as_raw(),
+                    gid: c.gid.as_raw(),
+                    groups: &groups,
+                },
+                path: path.as_ptr(),
+                flags,
+                mode,
+                result: &mut result,
+            };
+            let stack = Stack::new(OPENER_STACK).map_err(|_| Errno::ENOMEM)?;
+            // SAFETY: the process is single-threaded; `opener` keeps to the
+            // rules of `vfork_into` (it writes only its stack, errno and
+            // `result`, which outlives the call), and CLONE_VFORK suspends
+            // us until it has exited. CLONE_FILES shares our descriptor
+            // table, so the file it opens is ours.
+            let pid = unsafe {
+                libc::clone(
+                    opener_entry,
+                    stack.top(),
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
+                    (&args as *const OpenerArgs).cast_mut().cast(),
+                )
+            };
+            if pid == -1 {
+                return Err(Errno::last());
+            }
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+            if result < 0 {
+                return Err(Errno::from_raw(-result));
+            }
+            result
+        }
+    };
+    if fd == -1 {
+        return Err(Errno::last());
+    }
+    // SAFETY: a descriptor just opened (by us, or by the opener in our
+    // shared table), owned by nothing else.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // Blocking again, as the daemon's own descriptor is.
+    // SAFETY: fcntl on our own descriptor with integer arguments.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if fl != -1 {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(fd)
+}
+
+/// What the opener child reads, and where it writes its result: the new
+/// descriptor, or minus the errno.
+struct OpenerArgs<'a> {
+    creds: RawCreds<'a>,
+    path: *const c_char,
+    flags: c_int,
+    mode: c_uint,
+    result: *mut c_int,
+}
+
+/// The opener needs only a few frames.
+const OPENER_STACK: usize = 16 * 1024;
+
+extern "C" fn opener_entry(args: *mut libc::c_void) -> c_int {
+    // SAFETY: `open_as` passes a pointer to an OpenerArgs that outlives us.
+    let args = unsafe { &*(args as *const OpenerArgs) };
+    let creds = args.creds;
+    // SAFETY: raw system calls on integers and on the group slice prepared
+    // before the clone; `result` is the slot set aside for us; _exit ends
+    // the child without running anything of the parent's.
+    unsafe {
+        let failed = libc::syscall(
+            libc::SYS_setgroups,
+            creds.groups.len(),
+            creds.groups.as_ptr(),
+        ) == -1
+            || libc::syscall(libc::SYS_setresgid, creds.gid, creds.gid, creds.gid) == -1
+            || libc::syscall(libc::SYS_setresuid, creds.uid, creds.uid, creds.uid) == -1;
+        *args.result = if failed {
+            -Errno::last_raw()
+        } else {
+            match libc::open(args.path, args.flags, args.mode) {
+                -1 => -Errno::last_raw(),
+                fd => fd,
+            }
+        };
+        libc::_exit(0)
+    }
 }
 
 /// Stack space for one child: the intermediate needs little; the daemon
@@ -310,7 +567,16 @@ fn daemon(args: &ChildArgs) -> ! {
     // First, so that the original process knows whom to reap or stop even
     // if the intermediate dies before it can say.
     // SAFETY: getpid takes no arguments and cannot fail.
-    send(report, Stage::Pid, unsafe { libc::getpid() });
+    let pid = unsafe { libc::getpid() };
+    send(report, Stage::Pid, pid);
+    // SAFETY: setpgid on ourselves, integers only.
+    if args.new_group && unsafe { libc::setpgid(0, 0) } == -1 {
+        fail(report, Stage::ProcessGroup);
+    }
+    if !args.watchdog_pid.is_null() {
+        // SAFETY: the PID_DIGITS bytes set aside for us by `spawn`.
+        unsafe { write_decimal(args.watchdog_pid, pid) };
+    }
     if let Some(creds) = args.creds {
         drop_privileges(report, creds);
     }
@@ -318,8 +584,10 @@ fn daemon(args: &ChildArgs) -> ! {
     // pointer arguments are NUL-terminated strings or NULL-terminated arrays
     // owned by the Plan, which was built before fork and is never freed here.
     unsafe {
-        libc::umask(args.umask);
-        if libc::chdir(args.chdir) == -1 {
+        if let Some(mask) = args.umask {
+            libc::umask(mask);
+        }
+        if !args.chdir.is_null() && libc::chdir(args.chdir) == -1 {
             fail(report, Stage::Chdir);
         }
         if libc::dup2(args.dev_null, 0) == -1 {
@@ -327,6 +595,7 @@ fn daemon(args: &ChildArgs) -> ! {
         }
         redirect(report, 1, args.stdout, args.dev_null, Stage::Stdout);
         match (args.stderr, args.stdout) {
+            _ if args.keep_stderr => {}
             (Some(file), _) => redirect(report, 2, Some(file), args.dev_null, Stage::Stderr),
             (None, Some(_)) => {
                 if libc::dup2(1, 2) == -1 {
@@ -364,6 +633,13 @@ fn daemon(args: &ChildArgs) -> ! {
 /// stopping at any other error. Only returns by `_exit`.
 fn exec_command(args: &ChildArgs) -> ! {
     let report = args.report;
+    if !args.exec_path.is_null() {
+        let envp = args.envp.map_or(ptr::null(), |e| e.as_ptr());
+        // SAFETY: NUL-terminated path, NULL-terminated arrays prepared
+        // before fork; execve only returns on failure.
+        unsafe { libc::execve(args.exec_path, args.argv.as_ptr(), envp) };
+        fail(report, Stage::Exec);
+    }
     // SAFETY: argv[0] is a NUL-terminated string of the Plan; strlen only
     // reads it.
     let file = unsafe { std::ffi::CStr::from_ptr(args.argv[0]) }.to_bytes();
@@ -474,6 +750,31 @@ fn looks_binary(path: *const c_char) -> bool {
     let head = &head[..n];
     let first_line = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
     head.starts_with(b"\x7fELF") || first_line.contains(&0)
+}
+
+/// Writes `value` (not negative) in decimal and a NUL at `out`, which has
+/// room for [`PID_DIGITS`] bytes.
+///
+/// # Safety
+/// `out` must point to [`PID_DIGITS`] writable bytes.
+unsafe fn write_decimal(out: *mut u8, value: c_int) {
+    let mut digits = [0u8; PID_DIGITS];
+    let mut n = value.max(0) as u32;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        n /= 10;
+        len += 1;
+        if n == 0 || len == PID_DIGITS - 1 {
+            break;
+        }
+    }
+    for i in 0..len {
+        // SAFETY: i < len < PID_DIGITS, within the caller's buffer.
+        unsafe { *out.add(i) = digits[len - 1 - i] };
+    }
+    // SAFETY: len < PID_DIGITS.
+    unsafe { *out.add(len) = 0 };
 }
 
 fn set_errno(errno: c_int) {
@@ -699,7 +1000,23 @@ fn fail(report: c_int, stage: Stage) -> ! {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_fd;
+    use super::{PID_DIGITS, parse_fd, write_decimal};
+
+    #[test]
+    fn writes_pids_in_decimal() {
+        for (pid, text) in [
+            (0, "0"),
+            (7, "7"),
+            (4194304, "4194304"),
+            (i32::MAX, "2147483647"),
+        ] {
+            let mut buf = [0xffu8; PID_DIGITS];
+            // SAFETY: a buffer of PID_DIGITS bytes.
+            unsafe { write_decimal(buf.as_mut_ptr(), pid) };
+            let end = buf.iter().position(|&b| b == 0).unwrap();
+            assert_eq!(&buf[..end], text.as_bytes());
+        }
+    }
 
     #[test]
     fn parses_proc_fd_names() {

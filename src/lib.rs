@@ -26,15 +26,13 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+mod clock;
 mod control;
 mod detach;
 mod error;
 mod identity;
 mod launch;
 pub mod logging;
-// The supervisor's decisions; its loop (issue 10) is not built yet, so
-// only the unit tests use it.
-#[cfg(test)]
 mod machine;
 mod output;
 mod pidfile;
@@ -42,6 +40,8 @@ mod plan;
 mod process;
 mod ready;
 mod report;
+mod state;
+mod supervise;
 mod sys;
 mod user;
 
@@ -56,11 +56,20 @@ pub fn main() -> u8 {
     if let Err(e) = sys::occupy_stdio() {
         return Failure::from(e).report();
     }
+    // A supervised start's supervisor (launch::start_supervised) learns it
+    // is one, and where its status pipe is, from its environment; the
+    // variable goes at once, so COMMAND never sees it.
+    let status_pipe = sys::take_env(launch::SUPERVISOR_MARKER)
+        .and_then(|fd| fd.to_str()?.parse::<std::os::fd::RawFd>().ok())
+        .and_then(sys::adopt_pipe);
     let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(status) => return status,
     };
     logging::init(cli.verbose);
+    if let Some(fd) = status_pipe {
+        return supervise::run(cli, fd);
+    }
     match run(cli) {
         Ok(status) => status,
         Err(failure) => failure.report(),
@@ -71,13 +80,15 @@ pub fn main() -> u8 {
 pub fn run(cli: cli::Cli) -> Result<u8, Failure> {
     user::refuse_setid()?;
     match cli.mode() {
-        cli::Mode::Status(pidfile) => control::status(pidfile),
+        cli::Mode::Status(instance) => control::status(instance),
         cli::Mode::Stop {
-            pidfile,
+            instance,
             signal,
             timeout,
-        } => control::stop(pidfile, signal, timeout),
-        cli::Mode::Signal { pidfile, signal } => control::signal(pidfile, signal),
+        } => control::stop(instance, signal, timeout),
+        cli::Mode::Signal { instance, signal } => control::signal(instance, signal),
+        cli::Mode::RestartNow(instance) => control::restart_now(instance),
+        cli::Mode::Supervise => launch::start_supervised(&cli),
         cli::Mode::Start => {
             let mut plan = plan::Plan::new(&cli)?;
             launch::start(&mut plan)?;

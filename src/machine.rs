@@ -4,11 +4,16 @@
 //! state/event switch and FreeBSD daemon(8)'s single kqueue loop are the
 //! models; docs/design.md has the contract).
 //!
-//! The supervisor's loop (still to be built, issue 10) turns descriptors
-//! into [`Event`]s, calls [`Machine::step`], carries out the [`Effect`]s,
-//! and sleeps until the next event or [`Machine::deadline`]: every wait
-//! (the restart delay, the readiness timeout, the watchdog, the kill
-//! escalation) is that one deadline, never a sleep.
+//! The supervisor's loop (`supervise`) turns descriptors into [`Event`]s,
+//! calls [`Machine::step`], carries out the [`Effect`]s, and sleeps until
+//! the next event or [`Machine::deadline`]: every wait (the restart delay,
+//! the readiness timeout, the watchdog, the kill escalation) is that one
+//! deadline, never a sleep.
+//!
+//! The first run is the caller's start, which `supervise` confirms exactly
+//! as a plain start is confirmed (`launch`, `ready`); the machine takes
+//! over from there ([`Machine::confirmed`]), so it decides only about
+//! restarts.
 //!
 //! Any run that ends before it was healthy counts towards the backoff,
 //! an exit 0 under `--restart=always` too: a command that exits at once,
@@ -81,6 +86,10 @@ pub enum Event {
     Ready,
     /// `WATCHDOG=1`.
     Watchdog,
+    /// COMMAND said it failed before it was ready (`ERRNO=`, or it closed
+    /// its `--ready-fd` without a newline): a failed run, as a missed
+    /// readiness deadline is.
+    NotReady,
     /// The deadline passed.
     Timer,
     /// TERM or INT to the supervisor, or `--stop`: end supervision. The
@@ -149,7 +158,23 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// A machine whose first child was confirmed at `now`: it runs, and is
+    /// ready if it declares readiness (a healthy start).
+    pub fn confirmed(config: Config, now: Instant) -> Machine {
+        Machine {
+            config,
+            state: State::Up {
+                since: now,
+                pinged: now,
+            },
+            streak: 0,
+            restarts: 0,
+            last_end: None,
+        }
+    }
+
     /// A machine whose first child has just been started at `now`.
+    #[cfg(test)]
     pub fn started(config: Config, now: Instant) -> Machine {
         let state = match config.readiness {
             true => State::Starting { since: now },
@@ -221,6 +246,18 @@ impl Machine {
                 };
                 vec![
                     Effect::Say("not ready in time: stopping it to restart it".into()),
+                    Effect::Signal(nix::libc::SIGTERM),
+                ]
+            }
+            (Starting { since }, Event::NotReady) => {
+                self.state = Restarting {
+                    since,
+                    kill_at: now + stop_timeout,
+                    killed: false,
+                    failed: true,
+                };
+                vec![
+                    Effect::Say("it failed before it was ready: stopping it to restart it".into()),
                     Effect::Signal(nix::libc::SIGTERM),
                 ]
             }
@@ -677,6 +714,42 @@ mod tests {
         let effects = m.step(Event::Exited(End::Signaled(SIGTERM)), t0 + ms(105));
         assert_eq!(kinds(&effects), ["say", "spawn"]);
         assert_eq!(m.restarts, 3);
+    }
+
+    #[test]
+    fn a_confirmed_start_is_up_and_a_failure_before_ready_is_a_failed_run() {
+        let t0 = Instant::now();
+        let cfg = Config {
+            readiness: true,
+            watchdog: Some(Duration::from_secs(1)),
+            ..config()
+        };
+        let mut m = Machine::confirmed(cfg, t0);
+        assert!(matches!(m.state, State::Up { .. }));
+        assert_eq!(m.deadline(), Some(t0 + Duration::from_secs(1)));
+        // Ready, then ended: healthy, so the first delay.
+        m.step(Event::Exited(End::Exited(1)), t0 + ms(500));
+        assert_eq!(
+            m.state,
+            State::Waiting {
+                until: t0 + ms(600)
+            }
+        );
+        m.step(Event::Timer, t0 + ms(600));
+        assert!(matches!(m.state, State::Starting { .. }));
+        let effects = m.step(Event::NotReady, t0 + ms(700));
+        assert_eq!(effects.last(), Some(&Effect::Signal(SIGTERM)));
+        let effects = m.step(Event::Exited(End::Signaled(SIGTERM)), t0 + ms(710));
+        assert_eq!(kinds(&effects), ["clear", "say"]);
+        assert_eq!(
+            m.state,
+            State::Waiting {
+                until: t0 + ms(910)
+            }
+        );
+        // A ping or NotReady means nothing while waiting.
+        assert!(m.step(Event::NotReady, t0 + ms(720)).is_empty());
+        assert!(m.step(Event::Watchdog, t0 + ms(720)).is_empty());
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum Kind {
     Pidfile,
     /// Only a lock (bmc/daemonize `-l`); its content is never touched.
     Lockfile,
+    /// `-P`: holds the supervisor's PID, like a pidfile; its lock is the
+    /// supervisor's alone (COMMAND does not inherit it).
+    Supervisor,
 }
 
 impl Kind {
@@ -54,15 +57,23 @@ impl Kind {
         match self {
             Kind::Pidfile => "pidfile",
             Kind::Lockfile => "lockfile",
+            Kind::Supervisor => "supervisor pidfile",
         }
     }
 
     /// What the locked file is called in messages.
     fn lock_noun(self) -> &'static str {
         match self {
-            Kind::Pidfile => "lock file",
+            Kind::Pidfile | Kind::Supervisor => "lock file",
             Kind::Lockfile => "lockfile",
         }
+    }
+
+    /// Whether COMMAND inherits the lock: a pidfile's and a lockfile's
+    /// lock last as long as the daemon, a supervisor pidfile's as long as
+    /// the supervisor.
+    pub fn inherited(self) -> bool {
+        self != Kind::Supervisor
     }
 
     /// The locked file `path` of `shown` (the pidfile or lockfile given),
@@ -75,6 +86,11 @@ impl Kind {
                 shown.display()
             ),
             Kind::Lockfile => format!("lockfile '{}'", path.display()),
+            Kind::Supervisor => format!(
+                "lock file '{}' of supervisor pidfile '{}'",
+                path.display(),
+                shown.display()
+            ),
         }
     }
 }
@@ -125,15 +141,17 @@ impl Held {
 }
 
 impl Lock {
-    /// Locks the pidfile (through its companion) and the lockfile, or fails
-    /// with exit 1 if another instance holds either, or runs without its
-    /// lock by the identity rule. Every lock is taken before any file is
-    /// changed; the pidfile is then claimed: checked to hold nothing but a
-    /// PID, and emptied. `-p F -l F` (as bmc/daemonize allows), or a
-    /// lockfile that is the pidfile's companion, is one locked pidfile.
+    /// Locks the pidfile (through its companion), the lockfile and the
+    /// supervisor pidfile (`-P`, through its companion), or fails with exit
+    /// 1 if another instance holds one, or runs without its lock by the
+    /// identity rule. Every lock is taken before any file is changed; the
+    /// pidfiles are then claimed: checked to hold nothing but a PID, and
+    /// emptied. `-p F -l F` (as bmc/daemonize allows), or a lockfile that is
+    /// the pidfile's companion, is one locked pidfile.
     pub fn acquire_all(
         pidfile: Option<&Path>,
         lockfile: Option<&Path>,
+        supervisor: Option<&Path>,
     ) -> Result<Vec<Lock>, Failure> {
         let lockfile = lockfile.filter(|lockfile| {
             let same = pidfile.is_some_and(|pidfile| {
@@ -144,51 +162,80 @@ impl Lock {
             }
             !same
         });
-        let companion = pidfile
-            .map(|path| lock_file(&companion_path(path), path, Kind::Pidfile))
-            .transpose()?;
-        let locked = match lockfile.map(|path| lock_file(path, path, Kind::Lockfile)) {
-            Some(Err(e)) => {
-                if let Some(held) = companion {
-                    held.abandon(Kind::Pidfile);
-                }
-                return Err(e);
+        if let Some(sup) = supervisor {
+            let clash = [pidfile, lockfile].into_iter().flatten().find(|other| {
+                same_entry(sup, other)
+                    || same_entry(&companion_path(sup), other)
+                    || same_entry(sup, &companion_path(other))
+            });
+            if let Some(other) = clash {
+                return Err(anyhow!(
+                    "--supervisor-pidfile '{}' and '{}' must be different files",
+                    sup.display(),
+                    other.display()
+                )
+                .into());
             }
-            other => other.transpose()?,
+        }
+        let wanted: Vec<(&Path, Kind)> = [
+            (pidfile, Kind::Pidfile),
+            (supervisor, Kind::Supervisor),
+            (lockfile, Kind::Lockfile),
+        ]
+        .into_iter()
+        .filter_map(|(path, kind)| path.map(|p| (p, kind)))
+        .collect();
+        let mut held: Vec<(&Path, Kind, Held)> = Vec::new();
+        let abandon = |held: Vec<(&Path, Kind, Held)>| {
+            for (_, kind, h) in held {
+                h.abandon(kind);
+            }
         };
-
-        // Every lock is ours: only now may the pidfile change.
-        let mut locks = Vec::new();
-        if let (Some(path), Some(held)) = (pidfile, companion) {
-            match claim(path) {
-                Ok(file) => locks.push(Lock {
-                    path: path.to_owned(),
-                    kind: Kind::Pidfile,
-                    file: Some(file),
-                    lock_path: held.path,
-                    lock: held.file,
-                    created: held.created,
-                }),
+        for &(path, kind) in &wanted {
+            let locked = match kind {
+                Kind::Lockfile => lock_file(path, path, kind),
+                Kind::Pidfile | Kind::Supervisor => lock_file(&companion_path(path), path, kind),
+            };
+            match locked {
+                Ok(h) => held.push((path, kind, h)),
                 Err(e) => {
-                    held.abandon(Kind::Pidfile);
-                    if let Some(held) = locked {
-                        held.abandon(Kind::Lockfile);
-                    }
+                    abandon(held);
                     return Err(e);
                 }
             }
         }
-        if let (Some(path), Some(held)) = (lockfile, locked) {
-            locks.push(Lock {
-                path: path.to_owned(),
-                kind: Kind::Lockfile,
-                file: None,
-                lock_path: held.path,
-                lock: held.file,
-                created: held.created,
-            });
+        // Every lock is ours: only now may the pidfiles change.
+        let mut claimed = Vec::new();
+        let mut refused = None;
+        for (path, kind, _) in &held {
+            if *kind == Kind::Lockfile {
+                claimed.push(None);
+                continue;
+            }
+            match claim(path) {
+                Ok(file) => claimed.push(Some(file)),
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
         }
-        Ok(locks)
+        if let Some(e) = refused {
+            abandon(held);
+            return Err(e);
+        }
+        Ok(held
+            .into_iter()
+            .zip(claimed)
+            .map(|((path, kind, h), file)| Lock {
+                path: path.to_owned(),
+                kind,
+                file,
+                lock_path: h.path,
+                lock: h.file,
+                created: h.created,
+            })
+            .collect())
     }
 
     /// Which of this lock's files `other` names, following symlinks: the
@@ -224,6 +271,44 @@ impl Lock {
         file.write_all_at(content.as_bytes(), 0)
             .and_then(|()| file.set_len(content.len() as u64))
             .with_context(|| format!("cannot write pidfile '{}'", self.path.display()))
+    }
+
+    /// Empties the pidfile: the supervisor's child has ended and a restart
+    /// is pending (docs/design.md, "Supervision").
+    pub fn clear_pid(&self) -> anyhow::Result<()> {
+        if let Some(file) = &self.file {
+            file.set_len(0)
+                .with_context(|| format!("cannot empty pidfile '{}'", self.path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// A descriptor for writing the supervisor's state into the lock file
+    /// of a pidfile (private to its owner, see `state`): a new description
+    /// of the very inode we hold locked, opened through `/proc/self/fd`, so
+    /// no path is followed, and not inherited by COMMAND (whose own copy of
+    /// the lock stays read-only). `None` for a lockfile (`-l`), which is the
+    /// user's and never written.
+    pub fn state_file(&self) -> Option<File> {
+        self.file.as_ref()?;
+        let path = format!("/proc/self/fd/{}", self.lock.as_raw_fd());
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+            .open(&path);
+        match file {
+            Ok(file)
+                if file.metadata().ok().map(|m| (m.dev(), m.ino()))
+                    == self.lock.metadata().ok().map(|m| (m.dev(), m.ino())) =>
+            {
+                Some(file)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, path = %self.lock_path.display(), "no state channel");
+                None
+            }
+        }
     }
 
     /// After a failed start: a pidfile must not name a process that is not
@@ -501,7 +586,7 @@ fn not_regular(what: &str) -> Failure {
 
 fn already_running(path: &Path, kind: Kind) -> Failure {
     let pid = match kind {
-        Kind::Pidfile => open_existing(path)
+        Kind::Pidfile | Kind::Supervisor => open_existing(path)
             .ok()
             .flatten()
             .and_then(|file| read_pid(&file).ok().flatten()),

@@ -50,6 +50,9 @@ pub struct Plan {
     pub locks: Vec<Lock>,
     /// How the daemon says it is ready, when `daemonize` waits for it.
     pub ready: Option<Readiness>,
+    /// `--watchdog`: the daemon's environment gets `WATCHDOG_USEC` (set
+    /// here) and `WATCHDOG_PID` (its own PID, written by `detach`).
+    pub watchdog: bool,
 }
 
 impl Plan {
@@ -84,6 +87,10 @@ impl Plan {
             }
             None => None,
         };
+        if let Some(watchdog) = cli.watchdog {
+            let usec = watchdog.as_micros().max(1).to_string();
+            overrides.push(("WATCHDOG_USEC".into(), usec.into()));
+        }
         let search_path = overrides
             .iter()
             .rev()
@@ -106,7 +113,11 @@ impl Plan {
             Mode::empty(),
         )
         .context("cannot open '/dev/null'")?;
-        let locks = Lock::acquire_all(cli.pidfile.as_deref(), cli.lockfile.as_deref())?;
+        let locks = Lock::acquire_all(
+            cli.pidfile.as_deref(),
+            cli.lockfile.as_deref(),
+            cli.supervisor_pidfile.as_deref(),
+        )?;
         refuse_output_on_a_lock(cli, &locks)?;
         tracing::info!(
             command = ?cli.command,
@@ -132,12 +143,18 @@ impl Plan {
             outputs,
             dev_null,
             keep_fds,
+            watchdog: cli.watchdog.is_some(),
         })
     }
 
     /// The lock that holds the PID, if any.
     pub fn pidfile(&self) -> Option<&Lock> {
         self.locks.iter().find(|l| l.kind == Kind::Pidfile)
+    }
+
+    /// The supervisor pidfile (`-P`), if any.
+    pub fn supervisor_pidfile(&self) -> Option<&Lock> {
+        self.locks.iter().find(|l| l.kind == Kind::Supervisor)
     }
 
     /// ` as user 'app'` when the daemon changes user, for messages about
@@ -212,6 +229,7 @@ fn refuse_output_on_a_lock(cli: &Cli, locks: &[Lock]) -> Result<(), Failure> {
             let locked = match lock.kind {
                 Kind::Pidfile => "--pidfile",
                 Kind::Lockfile => "--lockfile",
+                Kind::Supervisor => "--supervisor-pidfile",
             };
             let what = if file == lock.path {
                 format!("{locked} '{}'", lock.path.display())

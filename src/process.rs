@@ -111,6 +111,17 @@ impl Process {
         }
     }
 
+    /// Sends `signal` with `value` queued along (`SI_QUEUE`), as control
+    /// actions send requests to a supervisor (`state`); `Ok(false)` as for
+    /// [`Process::signal`].
+    pub fn queue(&self, signal: nix::libc::c_int, value: u64) -> nix::Result<bool> {
+        match sys::pidfd_send_value(&self.pidfd, signal, value) {
+            Ok(()) => Ok(true),
+            Err(Errno::ESRCH) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The process group to signal along with this process: only that of
     /// a child of ours (its ID stays reserved while the child is unreaped),
     /// and never init's or our own. Looked up at each use, as the child may

@@ -60,6 +60,20 @@ pub struct Readiness {
     /// Blocked from before the fork, so no interrupt can slip in between
     /// the daemon's start and our wait.
     interrupts: Interrupts,
+    /// The daemon's last `STATUS=` (sd_notify), for a supervisor's
+    /// `--status`.
+    pub status: Option<String>,
+}
+
+/// What one look at the channel found, for a supervisor's loop
+/// ([`Readiness::notices`]).
+#[derive(Debug, Default)]
+pub struct Notices {
+    pub ready: bool,
+    /// `WATCHDOG=1`.
+    pub watchdog: bool,
+    /// `ERRNO=`, or the readiness pipe closed without a newline.
+    pub failed: Option<String>,
 }
 
 enum Channel {
@@ -89,6 +103,8 @@ struct ReadyPipe {
     read: File,
     /// Installed as `target` in the daemon; closed here after fork.
     write: Option<OwnedFd>,
+    /// Still worth reading: no newline and no EOF yet in this run.
+    open: bool,
     /// Keeps `target` occupied in this process until fork, so that none of
     /// our own descriptors lands on it.
     _reserved: Option<OwnedFd>,
@@ -119,6 +135,7 @@ impl Readiness {
                 channel: Channel::Notify(socket),
                 timeout,
                 interrupts: Interrupts::new()?,
+                status: None,
             },
             path,
         ))
@@ -136,9 +153,11 @@ impl Readiness {
                 read: File::from(read),
                 write: Some(write),
                 _reserved: reserved,
+                open: true,
             }),
             timeout,
             interrupts: Interrupts::new()?,
+            status: None,
         })
     }
 
@@ -150,10 +169,73 @@ impl Readiness {
         }
     }
 
+    /// For a supervisor, before each restart: `--ready-fd` gets a fresh
+    /// pipe (the last child's end was closed), and the notification socket
+    /// is kept.
+    pub fn rearm(&mut self) -> anyhow::Result<()> {
+        if let Channel::Fd(pipe) = &mut self.channel {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .context("cannot create the readiness pipe")?;
+            pipe.read = File::from(read);
+            pipe.write = Some(write);
+            pipe.open = true;
+        }
+        Ok(())
+    }
+
+    /// For a supervisor, once its child is started: our copy of the pipe's
+    /// write end would hide the child's EOF.
+    pub fn spawned(&mut self) {
+        if let Channel::Fd(pipe) = &mut self.channel {
+            pipe.write = None;
+        }
+    }
+
+    /// The descriptor a supervisor's loop polls, while there is anything
+    /// to read: the notification socket always, the readiness pipe until
+    /// its newline or its end.
+    pub fn poll_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match &self.channel {
+            Channel::Notify(n) => Some(n.socket.as_fd()),
+            Channel::Fd(p) if p.open => Some(p.read.as_fd()),
+            Channel::Fd(_) => None,
+        }
+    }
+
+    /// Everything that has arrived from the daemon `pid` (or its
+    /// descendants), without waiting: for a supervisor's loop, which
+    /// readies, pings and failures count for restarts. `STATUS=` is kept
+    /// in [`Readiness::status`].
+    pub fn notices(&mut self, pid: Option<Pid>) -> Notices {
+        let mut notices = Notices::default();
+        match &mut self.channel {
+            Channel::Notify(n) => n.drain(pid, &mut notices, &mut self.status),
+            Channel::Fd(p) => match p.receive() {
+                Ok(Event::Ready) => {
+                    notices.ready = true;
+                    p.open = false;
+                }
+                Ok(Event::Closed) => {
+                    p.open = false;
+                    notices.failed = Some(format!(
+                        "closed descriptor {} without writing a newline",
+                        p.target
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    p.open = false;
+                    notices.failed = Some(crate::error::render(&e));
+                }
+            },
+        }
+        notices
+    }
+
     /// Waits until the daemon `pid` is ready. On any other ending (death,
     /// `ERRNO=`, EOF, timeout) the daemon is gone when this returns.
     pub fn wait(
-        mut self,
+        &mut self,
         pid: Pid,
         outputs: &Outputs,
         creds: Option<&Credentials>,
@@ -199,7 +281,7 @@ impl Readiness {
             let exited = fds[1].any().unwrap_or(false);
             let interrupted = fds[2].any().unwrap_or(false);
             if channel_ready {
-                match self.channel.receive(pid) {
+                match self.channel.receive(pid, &mut self.status) {
                     Ok(Event::Ready) => {
                         tracing::info!(pid = pid.as_raw(), after = ?started.elapsed(), "daemon is ready");
                         return Ok(());
@@ -315,10 +397,10 @@ impl Channel {
         }
     }
 
-    /// What arrived from the daemon `pid`.
-    fn receive(&mut self, pid: Pid) -> anyhow::Result<Event> {
+    /// What arrived from the daemon `pid`; a `STATUS=` goes to `status`.
+    fn receive(&mut self, pid: Pid, status: &mut Option<String>) -> anyhow::Result<Event> {
         match self {
-            Channel::Notify(n) => n.receive(pid),
+            Channel::Notify(n) => n.receive(pid, status),
             Channel::Fd(p) => p.receive(),
         }
     }
@@ -396,7 +478,7 @@ impl NotifySocket {
     /// Drains every queued datagram. Each holds newline-separated
     /// `KEY=VALUE` lines (sd_notify(3)); READY=1 anywhere wins. Only the
     /// daemon's own processes are listened to.
-    fn receive(&mut self, daemon: Pid) -> anyhow::Result<Event> {
+    fn receive(&mut self, daemon: Pid, status: &mut Option<String>) -> anyhow::Result<Event> {
         let mut event = Event::Nothing;
         let mut buf = [0u8; 4096];
         loop {
@@ -424,7 +506,10 @@ impl NotifySocket {
                 let (key, value) = line.split_once('=').unwrap_or((line, ""));
                 match key {
                     "READY" if value == "1" => event = Event::Ready,
-                    "STATUS" => tracing::info!(status = value, "daemon status"),
+                    "STATUS" => {
+                        tracing::info!(status = value, "daemon status");
+                        *status = Some(value.to_owned());
+                    }
                     "ERRNO" if !matches!(event, Event::Ready) => {
                         let why = match value.parse::<i32>() {
                             Ok(n) => {
@@ -444,6 +529,47 @@ impl NotifySocket {
             }
             if matches!(event, Event::Ready | Event::Failed(_)) {
                 return Ok(event);
+            }
+        }
+    }
+
+    /// Every queued datagram, for a supervisor's loop: from the daemon
+    /// `daemon` (or its descendants, or the supervisor's orphans) only;
+    /// with no daemon running, every datagram is dropped.
+    fn drain(&mut self, daemon: Option<Pid>, notices: &mut Notices, status: &mut Option<String>) {
+        let mut buf = [0u8; 4096];
+        loop {
+            let (len, sender) = match self.recv(&mut buf) {
+                Ok(got) => got,
+                Err(Errno::EINTR) => continue,
+                Err(_) => return,
+            };
+            let (Some(sender), Some(daemon)) = (sender, daemon) else {
+                continue;
+            };
+            if !from_the_daemon(sender, daemon) {
+                tracing::debug!(
+                    pid = sender.as_raw(),
+                    "ignored a notification from an outsider"
+                );
+                continue;
+            }
+            for line in String::from_utf8_lossy(&buf[..len]).lines() {
+                let (key, value) = line.split_once('=').unwrap_or((line, ""));
+                match (key, value) {
+                    ("READY", "1") => notices.ready = true,
+                    ("WATCHDOG", "1") => notices.watchdog = true,
+                    ("STATUS", _) => *status = Some(value.to_owned()),
+                    ("ERRNO", _) => {
+                        notices.failed = Some(match value.parse::<i32>() {
+                            Ok(n) => {
+                                format!("reported ERRNO={n} ({})", crate::error::errno_text(n))
+                            }
+                            Err(_) => format!("reported ERRNO={value}"),
+                        });
+                    }
+                    _ => {}
+                }
             }
         }
     }

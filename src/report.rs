@@ -51,10 +51,12 @@ pub enum Stage {
     /// The command exists, but the interpreter its `#!` line (or its ELF
     /// header) names does not.
     Interpreter,
+    /// A supervisor's child could not make a process group of its own.
+    ProcessGroup,
 }
 
 impl Stage {
-    const ALL: [Stage; 17] = [
+    const ALL: [Stage; 18] = [
         Stage::Pid,
         Stage::Setsid,
         Stage::Fork,
@@ -72,6 +74,7 @@ impl Stage {
         Stage::Exec,
         Stage::ExecPath,
         Stage::Interpreter,
+        Stage::ProcessGroup,
     ];
 
     fn from_u32(n: u32) -> Option<Stage> {
@@ -159,6 +162,7 @@ pub fn describe(plan: &Plan, outcome: &Outcome, stage: Stage, errno: Errno) -> F
         Stage::Pid | Stage::ExecPath => "internal error: a note treated as a failure".to_owned(),
         Stage::Setsid => "cannot create a new session (setsid)".to_owned(),
         Stage::Fork => "cannot fork the daemon".to_owned(),
+        Stage::ProcessGroup => "cannot make a process group for the daemon (setpgid)".to_owned(),
         Stage::SetGroups | Stage::SetGid | Stage::SetUid | Stage::Regain => {
             let (uid, gid) = plan
                 .creds

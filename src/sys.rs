@@ -43,6 +43,49 @@ pub fn disable_backtrace_capture() {
     }
 }
 
+/// Reads and removes the environment variable `name`, so that nothing
+/// started from here inherits it (the supervisor's marker, see `launch`).
+pub fn take_env(name: &str) -> Option<std::ffi::OsString> {
+    let value = std::env::var_os(name)?;
+    // SAFETY: called first thing in `main`, while the process is
+    // single-threaded and nothing holds a pointer into the environment.
+    unsafe { std::env::remove_var(name) };
+    Some(value)
+}
+
+/// A duplicate of `fd` at the lowest free number at or above `floor`,
+/// close-on-exec (`F_DUPFD_CLOEXEC`).
+pub fn dup_above(fd: &impl AsRawFd, floor: RawFd) -> nix::Result<OwnedFd> {
+    // SAFETY: fcntl on an open descriptor with an integer argument.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
+    if new == -1 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just created `new`; nothing else owns it.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(new) })
+}
+
+/// Whether `fd` is an open pipe (or FIFO).
+pub fn fd_is_pipe(fd: RawFd) -> bool {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes one `struct stat` into valid memory.
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } == -1 {
+        return false;
+    }
+    // SAFETY: fstat succeeded, so it filled in `stat`.
+    let stat = unsafe { stat.assume_init() };
+    stat.st_mode & libc::S_IFMT == libc::S_IFIFO
+}
+
+/// Ignores `signal` (SIG_IGN), as a supervisor does SIGPIPE: a log that
+/// went away is an error to handle, not a death.
+pub fn ignore_signal(signal: nix::sys::signal::Signal) {
+    use nix::sys::signal::{SigHandler, signal as set};
+    // SAFETY: SIG_IGN installs no handler, so no code of ours runs
+    // asynchronously.
+    let _ = unsafe { set(signal, SigHandler::SigIgn) };
+}
+
 /// Whether `fd` is an open descriptor in this process.
 pub fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD only reads the descriptor flags; any integer is a
@@ -199,6 +242,50 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: impl SignalNumber) -> nix::Res
     if rc == 0 { Ok(()) } else { Err(Errno::last()) }
 }
 
+/// `pidfd_send_signal(2)` with a value, as `sigqueue(3)` sends one: the
+/// receiver's signalfd sees `value` in `ssi_ptr` and `SI_QUEUE` in
+/// `ssi_code`. This is how control actions talk to a supervisor (`state`).
+pub fn pidfd_send_value(pidfd: &OwnedFd, signal: c_int, value: u64) -> nix::Result<()> {
+    /// The kernel's `siginfo_t` for a queued signal on 64-bit Linux: three
+    /// ints, padding to the union's 8-byte alignment, then `_rt`'s sender
+    /// PID, UID and value; 128 bytes in all.
+    #[repr(C)]
+    struct QueuedInfo {
+        signo: c_int,
+        errno: c_int,
+        code: c_int,
+        _pad: c_int,
+        pid: libc::pid_t,
+        uid: libc::uid_t,
+        value: u64,
+        _rest: [u8; 128 - 32],
+    }
+    const SI_QUEUE: c_int = -1;
+    let info = QueuedInfo {
+        signo: signal,
+        errno: 0,
+        code: SI_QUEUE,
+        _pad: 0,
+        pid: std::process::id() as libc::pid_t,
+        // SAFETY: getuid takes no arguments and cannot fail.
+        uid: unsafe { libc::getuid() },
+        value,
+        _rest: [0; 128 - 32],
+    };
+    // SAFETY: `info` is a live struct of the kernel's siginfo layout and
+    // size, which the kernel only reads; the descriptor is borrowed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            &info as *const QueuedInfo,
+            0 as c_uint,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(Errno::last()) }
+}
+
 /// `killpg(2)` with any signal number (nix's `killpg` takes only a
 /// `Signal`, which cannot hold the real-time signals).
 pub fn killpg(pgid: Pid, signal: impl SignalNumber) -> nix::Result<()> {
@@ -256,6 +343,39 @@ pub fn refuse_passed_descriptors(socket: &impl AsRawFd) -> nix::Result<bool> {
         Err(Errno::ENOPROTOOPT) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// A signal set of any signal numbers, real-time ones included (nix's
+/// `SigSet::add` takes only a `Signal`).
+pub fn signal_set(numbers: &[c_int]) -> nix::sys::signal::SigSet {
+    // SAFETY: sigemptyset initialises the whole set before it is read, and
+    // sigaddset only sets a bit in it (an invalid number is EINVAL, no
+    // write).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &number in numbers {
+            libc::sigaddset(&mut set, number);
+        }
+        nix::sys::signal::SigSet::from_sigset_t_unchecked(set)
+    }
+}
+
+/// Redirects this process's standard error to `fd` (`dup2`).
+pub fn redirect_stderr(fd: &impl AsRawFd) -> nix::Result<()> {
+    // SAFETY: dup2 on two integers; descriptor 2 is ours to replace.
+    Errno::result(unsafe { libc::dup2(fd.as_raw_fd(), libc::STDERR_FILENO) }).map(drop)
+}
+
+/// Takes ownership of descriptor `fd`, passed to us by number, if it is
+/// an open pipe (the supervisor's status pipe, see `launch`).
+pub fn adopt_pipe(fd: RawFd) -> Option<OwnedFd> {
+    if fd <= 2 || !fd_is_pipe(fd) {
+        return None;
+    }
+    // SAFETY: the descriptor is open, was passed to us for this alone, and
+    // nothing else in this process owns it.
+    Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
