@@ -23,7 +23,7 @@ _daemonize() {
 
     case "${cmd}" in
         daemonize)
-            opts="-c -m -o -e -a -E -p -l -u -g -v -h -V --chdir --umask --stdout --stderr --append --truncate --env --keep-fds --pidfile --lockfile --user --group --wait-ready --ready-fd --ready-timeout --status --stop --signal --reload --timeout --verbose --help --version"
+            opts="-c -m -o -e -a -E -p -l -u -g -r -P -v -h -V --chdir --umask --stdout --stderr --append --truncate --env --keep-fds --pidfile --lockfile --user --group --wait-ready --ready-fd --ready-timeout --restart --restart-delay --restart-max-delay --max-restarts --supervisor-pidfile --watchdog --status --stop --signal --reload --restart-now --timeout --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -110,6 +110,38 @@ _daemonize() {
                     return 0
                     ;;
                 --ready-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --restart)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -r)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --restart-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --restart-max-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-restarts)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --supervisor-pidfile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -P)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --watchdog)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -159,7 +159,8 @@ impl Record {
             body = &body[..cut];
         }
         out[..body.len()].copy_from_slice(body);
-        out[body.len()..body.len() + end.len()].copy_from_slice(end.as_bytes());
+        // The last bytes, so that any torn write shows two sequence numbers.
+        out[room..].copy_from_slice(end.as_bytes());
         out
     }
 
