@@ -255,36 +255,77 @@ impl Readiness {
                     .into());
             }
         };
-        let interrupts = &self.interrupts;
+        let verdict = self.watch(&daemon);
+        // The decision is made; now its effect, outside the loop.
+        let what = match verdict {
+            Verdict::Ready => return Ok(()),
+            Verdict::Died => return Err(died(daemon, outputs, creds)),
+            Verdict::Closed(fd) => format!(
+                "the daemon (pid {pid}) closed descriptor {fd} without writing a newline (not ready)"
+            ),
+            Verdict::Failed(why) => format!("the daemon (pid {pid}) {why} before it was ready"),
+            Verdict::Interrupted(name) => {
+                format!("interrupted by {name} before the daemon (pid {pid}) was ready")
+            }
+            Verdict::TimedOut => format!(
+                "the daemon (pid {pid}) was not ready after {:?}",
+                self.timeout
+            ),
+            Verdict::Broken(e) => {
+                let how = stop(daemon);
+                return Err(e
+                    .context(format!("the daemon (pid {pid}) is not ready; {how}"))
+                    .into());
+            }
+        };
+        let how = stop(daemon);
+        Err(anyhow!("{what}; {how}").into())
+    }
+
+    /// The readiness wait's loop: one poll over the channel, the daemon's
+    /// pidfd and the interrupts, whose only wait is the poll, until a
+    /// deadline (the timeout, or the grace an EOF gives the exit behind
+    /// it). It decides, and acts on nothing: [`Readiness::wait`] does.
+    fn watch(&mut self, daemon: &Process) -> Verdict {
+        let pid = daemon.pid();
         tracing::info!(pid = pid.as_raw(), timeout = ?self.timeout, "waiting for the daemon to be ready");
         let started = Instant::now();
         // `--ready-timeout 0` waits for ever, as systemd's TimeoutStartSec=0.
         let mut deadline = (!self.timeout.is_zero()).then(|| started + self.timeout);
+        // The readiness pipe's EOF: when it came, the daemon's exit (which
+        // the kernel reports after it closes the files) has until then.
+        let mut eof_until: Option<Instant> = None;
         loop {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let timeout = match left {
-                Some(left) => PollTimeout::try_from(left.min(Duration::from_secs(3600)))
-                    .unwrap_or(PollTimeout::MAX),
-                None => PollTimeout::NONE,
+            let wake = match (deadline, eof_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
-            let mut fds = [
-                PollFd::new(self.channel.fd(), PollFlags::POLLIN),
+            let mut fds = vec![
                 PollFd::new(daemon.as_fd(), PollFlags::POLLIN),
-                PollFd::new(interrupts.fd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.interrupts.fd.as_fd(), PollFlags::POLLIN),
             ];
-            let n = match poll(&mut fds, timeout) {
-                Ok(n) => n,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(anyhow!(e).context("cannot wait for the daemon").into()),
+            if eof_until.is_none() {
+                fds.push(PollFd::new(self.channel.fd(), PollFlags::POLLIN));
+            }
+            let polled = match wake {
+                Some(wake) => sys::poll_until(&mut fds, wake),
+                None => match poll(&mut fds, PollTimeout::NONE) {
+                    Err(Errno::EINTR) => continue,
+                    other => other.map(|n| usize::try_from(n).unwrap_or_default()),
+                },
             };
-            let channel_ready = fds[0].any().unwrap_or(false);
-            let exited = fds[1].any().unwrap_or(false);
-            let interrupted = fds[2].any().unwrap_or(false);
+            let n = match polled {
+                Ok(n) => n,
+                Err(e) => return Verdict::Broken(anyhow!(e).context("cannot wait for the daemon")),
+            };
+            let ready = |i: usize| fds.get(i).and_then(|f| f.any()).unwrap_or(false);
+            let (exited, interrupted, channel_ready) = (ready(0), ready(1), ready(2));
+            drop(fds);
             if channel_ready {
                 match self.channel.receive(pid, &mut self.status) {
                     Ok(Event::Ready) => {
                         tracing::info!(pid = pid.as_raw(), after = ?started.elapsed(), "daemon is ready");
-                        return Ok(());
+                        return Verdict::Ready;
                     }
                     Ok(Event::Extend(by)) => match &mut deadline {
                         Some(deadline) => {
@@ -294,58 +335,50 @@ impl Readiness {
                         None => tracing::debug!(?by, "no deadline to extend"),
                     },
                     Ok(Event::Nothing) => {}
-                    Ok(Event::Closed) if daemon.exited_within(EXIT_AFTER_EOF).unwrap_or(false) => {
-                        return Err(died(daemon, outputs, creds));
-                    }
-                    Ok(Event::Closed) => {
-                        let how = stop(daemon);
-                        return Err(anyhow!(
-                            "the daemon (pid {pid}) closed descriptor {} without writing a newline \
-                             (not ready); {how}",
-                            self.channel.target()
-                        )
-                        .into());
-                    }
-                    Ok(Event::Failed(why)) => {
-                        let how = stop(daemon);
-                        return Err(anyhow!(
-                            "the daemon (pid {pid}) {why} before it was ready; {how}"
-                        )
-                        .into());
-                    }
-                    Err(e) => {
-                        let how = stop(daemon);
-                        return Err(e
-                            .context(format!("the daemon (pid {pid}) is not ready; {how}"))
-                            .into());
-                    }
+                    Ok(Event::Closed) => eof_until = Some(Instant::now() + EXIT_AFTER_EOF),
+                    Ok(Event::Failed(why)) => return Verdict::Failed(why),
+                    Err(e) => return Verdict::Broken(e),
                 }
             }
             // After the channel: a READY=1 that came first wins over an
             // interrupt that follows it.
-            if interrupted && let Ok(Some(info)) = interrupts.fd.read_signal() {
+            if interrupted && let Ok(Some(info)) = self.interrupts.fd.read_signal() {
                 let name = Signal::try_from(info.ssi_signo as i32)
                     .map_or_else(|_| info.ssi_signo.to_string(), |s| s.to_string());
-                let how = stop(daemon);
-                return Err(anyhow!(
-                    "interrupted by {name} before the daemon (pid {pid}) was ready; {how}"
-                )
-                .into());
+                return Verdict::Interrupted(name);
             }
             if channel_ready {
                 continue;
-            } else if exited {
-                return Err(died(daemon, outputs, creds));
-            } else if n == 0 && left.is_some_and(|left| left.is_zero()) {
-                let how = stop(daemon);
-                return Err(anyhow!(
-                    "the daemon (pid {pid}) was not ready after {:?}; {how}",
-                    self.timeout
-                )
-                .into());
+            }
+            if exited {
+                return Verdict::Died;
+            }
+            let now = Instant::now();
+            if n == 0 && eof_until.is_some_and(|t| now >= t) {
+                return Verdict::Closed(self.channel.target());
+            }
+            if n == 0 && deadline.is_some_and(|d| now >= d) {
+                return Verdict::TimedOut;
             }
         }
     }
+}
+
+/// How a readiness wait ended ([`Readiness::watch`]).
+enum Verdict {
+    Ready,
+    /// The daemon exited first.
+    Died,
+    /// The readiness pipe (descriptor N in the daemon) reached EOF without
+    /// a newline, and the daemon lives on.
+    Closed(RawFd),
+    /// `ERRNO=` or the like: what it said.
+    Failed(String),
+    /// SIGINT, SIGTERM or SIGHUP to daemonize.
+    Interrupted(String),
+    TimedOut,
+    /// The channel or the wait itself failed.
+    Broken(anyhow::Error),
 }
 
 /// Interrupting daemonize while it waits (Ctrl-C, `timeout(1)` in the
