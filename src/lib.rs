@@ -1,26 +1,34 @@
-//! daemonize: run a command as a Unix daemon and report whether it started.
+//! daemonize: run a command as a Unix daemon, report whether it started,
+//! and, with `--restart`, keep it running.
 //!
-//! Where things live, bottom up (a module imports only modules below it;
-//! none imports one that imports it back):
+//! Where things live, bottom up (a module imports only modules listed before
+//! it; none imports one that imports it back; docs/design.md,
+//! "Module layout", has the table):
 //! - `sys`: thin wrappers over raw system calls (pidfds, descriptors,
-//!   signal dispositions, NSS); with `detach`, the only `unsafe` code;
-//!   imports nothing of ours. `error` and `logging`: exit codes and
-//!   diagnostics.
+//!   signal sets and dispositions, NSS); with `detach`, the only `unsafe`
+//!   code; imports nothing of ours. `error` and `logging`: exit codes and
+//!   diagnostics. `clock` (RFC 3339 time), `machine` (the supervisor's
+//!   decisions as a pure state machine) and `state` (the supervisor's
+//!   record and the control requests, encoded): plain code, no syscalls.
 //! - `user` (`--user`/`--group` resolved to ids before fork), `identity`
 //!   (whether a PID in a pidfile is the daemon that wrote it), `process`
-//!   (what a start left running, as subreaper: follow it or stop it all),
-//!   `cli` (the clap definition and value syntax; also feeds man/ and
-//!   completions/), `machine` (the supervisor's decisions as a pure state
-//!   machine; its loop is still to come).
-//! - `output` (the daemon's log files), `pidfile` (the pidfile and lockfile,
-//!   locked through a private lock file), `ready` (`--wait-ready` and
-//!   `--ready-fd`, and waiting for them).
+//!   (one process handle: signal, wait, escalate; and what a start left
+//!   running, as subreaper), `cli` (the clap definition, value syntax and
+//!   `Mode`; also feeds man/ and completions/).
+//! - `output` (the daemon's log files), `pidfile` (the pidfile, lockfile
+//!   and supervisor pidfile, locked through private lock files), `ready`
+//!   (`--wait-ready` and `--ready-fd`: the channels, and the wait).
 //! - `plan`: the command line resolved into a launch plan, before fork.
 //! - `report`: the child-to-parent failure records and their messages.
-//! - `detach`: the double fork and the daemon's set-up up to exec: the
-//!   fork-child code, which may call only async-signal-safe system calls.
-//! - `launch`: the original process's side of a start; `control`:
-//!   `--status`, `--stop` and `--signal`.
+//! - `detach`: the fork-child code: the double fork (or a supervisor's
+//!   single fork) and the daemon's set-up up to exec, which may call only
+//!   async-signal-safe system calls.
+//! - `launch`: starting a process, from the original process's side: a
+//!   plain start, a supervisor's first start, and a supervised start's
+//!   hand-over to its supervisor.
+//! - `supervise`: the supervisor's event loop (one poll; its decisions
+//!   are `machine`'s).
+//! - `control`: `--status`, `--stop`, `--signal`, `--restart-now`.
 //! - `lib` itself: parse, pick the mode, run it.
 
 #![deny(unsafe_code)]
