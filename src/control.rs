@@ -656,7 +656,11 @@ fn supervised_status(record: &Record) -> String {
     if let Some(status) = &record.status {
         facts.push(format!("status: {status}"));
     }
-    format!("{head} ({})", facts.join("; "))
+    let mut text = format!("{head} ({})", facts.join("; "));
+    if let Some(message) = &record.message {
+        text.push_str(&format!("\nlast message from the supervisor: {message}"));
+    }
+    text
 }
 
 /// Ends supervision: the supervisor stops COMMAND itself (with `signal`,

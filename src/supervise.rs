@@ -19,6 +19,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixDatagram;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, anyhow};
@@ -62,7 +63,7 @@ pub fn run(mut cli: Cli, status: OwnedFd) -> u8 {
             let _ = pipe.write_all(&[code]);
         }
     };
-    let supervisor = match Supervisor::start(&mut cli) {
+    let mut supervisor = match Supervisor::start(&mut cli) {
         Ok(supervisor) => supervisor,
         Err(failure) => {
             let code = failure.report();
@@ -89,6 +90,8 @@ struct Supervisor {
     record: Record,
     /// The lock files the record is written into (`state`).
     state_files: Vec<File>,
+    /// `/dev/log`, when there is no log file for the messages.
+    syslog: Option<UnixDatagram>,
 }
 
 impl Supervisor {
@@ -135,6 +138,7 @@ impl Supervisor {
             command,
             record: Record::new(me.as_raw()),
             state_files,
+            syslog: None,
         };
         supervisor.record.child = first.map(Pid::as_raw);
         supervisor.record.child_since = first.map(|_| state::epoch_ms(SystemTime::now()));
@@ -144,7 +148,7 @@ impl Supervisor {
     /// Standard error becomes the daemon's log: `-e`, else `-o`, opened
     /// with the daemon's credentials (never root's through the daemon's
     /// path), appending; or `/dev/null` when there is none.
-    fn redirect_messages(&self) {
+    fn redirect_messages(&mut self) {
         let outputs = &self.plan.outputs;
         let log = outputs.stderr.as_ref().or(outputs.stdout.as_ref());
         let opened = log.and_then(|file| {
@@ -153,7 +157,12 @@ impl Supervisor {
         });
         let result = match &opened {
             Some(fd) => sys::redirect_stderr(fd),
-            None => sys::redirect_stderr(&self.plan.dev_null),
+            None => {
+                // No log: the local syslog daemon, if there is one, hears
+                // them instead (and `--status` shows the last one).
+                self.syslog = syslog_socket();
+                sys::redirect_stderr(&self.plan.dev_null)
+            }
         };
         if let Err(errno) = result {
             tracing::debug!(%errno, "cannot redirect standard error");
@@ -391,8 +400,18 @@ impl Supervisor {
             self.me,
             self.command
         );
-        // Standard error is unbuffered: one write(2) for the line.
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        match &self.syslog {
+            // RFC 3164 as the local syslog daemon takes it: facility
+            // daemon, severity notice; it adds the time and host.
+            Some(socket) => {
+                let message = format!("<29>daemonize[{}]: {}{child} {text}", self.me, self.command);
+                let _ = socket.send(message.as_bytes());
+            }
+            // Standard error is unbuffered: one write(2) for the line.
+            None => {
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+        }
         self.record.message = Some(text.to_owned());
     }
 
@@ -424,6 +443,15 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// A datagram socket connected to the local syslog daemon, non-blocking
+/// (a message is dropped rather than the loop blocked), if it listens.
+fn syslog_socket() -> Option<UnixDatagram> {
+    let socket = UnixDatagram::unbound().ok()?;
+    socket.connect("/dev/log").ok()?;
+    socket.set_nonblocking(true).ok()?;
+    Some(socket)
 }
 
 /// The supervision settings on the command line.

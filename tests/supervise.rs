@@ -699,6 +699,13 @@ fn status_shows_a_pending_restart_and_signal_finds_no_child() {
             .contains("1 restart; last end: exited with status 4)"),
         "{status:?}"
     );
+    // The supervisor's last message is in the status channel too.
+    assert!(
+        status.stdout.contains(
+            "last message from the supervisor: exited with status 4; restarting it in 3600.000 s (restart 1)"
+        ),
+        "{status:?}"
+    );
     // The pidfile is empty while no child runs.
     assert_eq!(fs::read_to_string(&sup.pidfile).unwrap(), "");
     sup.control(&["--reload"])
