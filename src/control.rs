@@ -11,6 +11,7 @@
 //! never signalled.
 
 use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use nix::errno::Errno;
 use nix::libc::c_int;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 
@@ -737,9 +739,13 @@ fn stop_daemon(daemon: &Process, signal: Sig, deadline: Instant) -> anyhow::Resu
 /// flock(2) cannot wait for a release with a timeout, but the holders are
 /// processes: each one signalled stays pinned, and one poll(2) over all
 /// their pidfds waits for the first exit, up to the end of the phase (the
-/// deadline, then [`KILL_GRACE`] after it). Each exit brings another look
-/// at the lock and at who holds it, so a holder that appears meanwhile is
-/// signalled too. See [`next_look`] for what no exit would show.
+/// deadline, then [`KILL_GRACE`] after it). The same poll watches the lock
+/// file and the pidfile (inotify, on the inodes we hold open): a holder
+/// out of sight closes its descriptor when it exits, and a start in
+/// progress writes its PID, and either wakes the wait at once. Each wake
+/// brings another look at the lock and at who holds it, so a holder that
+/// appears meanwhile is signalled too. See [`next_look`] for what no event
+/// would show.
 fn stop_holders(
     pf: &Pidfile,
     lock: &File,
@@ -753,6 +759,7 @@ fn stop_holders(
     let mut killing = false;
     // Holders pinned and waited on.
     let mut watched: Vec<Process> = Vec::new();
+    let changes = FileChanges::watch(lock, &pf.file);
     loop {
         match pidfile::remove_stale(pf.path, &pf.file, &pf.companion, not_daemon) {
             Removal::Removed => return Ok(true),
@@ -810,10 +817,44 @@ fn stop_holders(
             }
         }
         killing |= phase == Phase::Kill;
-        let until = next_look(now, deadline, !watched.is_empty());
-        Process::wait_any(&watched, until).map_err(|e| {
+        let until = next_look(now, deadline, changes.is_some());
+        let also = changes.as_ref().map(|c| c.fd.as_fd());
+        Process::wait_any(&watched, also, until).map_err(|e| {
             Problem::Broken(anyhow!(e).context("cannot wait for the processes that hold the lock"))
         })?;
+        if let Some(changes) = &changes {
+            changes.drain();
+        }
+    }
+}
+
+/// Closes of the lock file and writes to the pidfile, as inotify reports
+/// them, on the very inodes we hold open (watched through
+/// `/proc/self/fd`, so no path is followed). Our own looks neither open
+/// nor write either file, so they cause no event.
+struct FileChanges {
+    fd: Inotify,
+}
+
+impl FileChanges {
+    fn watch(lock: &File, pidfile: &File) -> Option<FileChanges> {
+        let fd = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok()?;
+        let watch = |file: &File, mask: AddWatchFlags| {
+            fd.add_watch(format!("/proc/self/fd/{}", file.as_raw_fd()).as_str(), mask)
+        };
+        let gone = AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF;
+        watch(lock, AddWatchFlags::IN_CLOSE | gone).ok()?;
+        watch(
+            pidfile,
+            AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CLOSE_WRITE | gone,
+        )
+        .ok()?;
+        Some(FileChanges { fd })
+    }
+
+    /// Reads the events that woke the wait: that they came is all we use.
+    fn drain(&self) {
+        while matches!(self.fd.read_events(), Ok(events) if !events.is_empty()) {}
     }
 }
 
@@ -842,27 +883,27 @@ fn phase(now: Instant, deadline: Instant, killing: bool) -> Phase {
 }
 
 /// The latest time of the next look at the lock: the end of the phase,
-/// unless a recheck comes first. An exit of a watched holder comes before
-/// either. No exit shows a holder that lets go of the lock and lives on, or
-/// one in a process that cannot be watched (a start in progress, which is
-/// daemonize itself; one out of sight): with holders `watching`, those are
-/// looked for every [`LOCK_RECHECK`], and with none, every [`HOLDER_POLL`].
-fn next_look(now: Instant, deadline: Instant, watching: bool) -> Instant {
+/// unless a recheck comes first. An exit of a watched holder, a close of
+/// the lock file or a write to the pidfile come before either. None of
+/// them shows a holder that lets go of the lock (`LOCK_UN`) and lives on:
+/// that is looked for every [`LOCK_RECHECK`]. Without inotify (`files`
+/// false: out of watches), the lock is looked at every [`HOLDER_POLL`].
+fn next_look(now: Instant, deadline: Instant, files: bool) -> Instant {
     let end = if now < deadline {
         deadline
     } else {
         deadline + KILL_GRACE
     };
-    let recheck = if watching { LOCK_RECHECK } else { HOLDER_POLL };
+    let recheck = if files { LOCK_RECHECK } else { HOLDER_POLL };
     end.min(now + recheck)
 }
 
-/// How soon `stop_holders` looks at the lock again when it has no holder
-/// to watch, so no exit to wait for.
+/// How soon `stop_holders` looks at the lock again when inotify cannot
+/// tell it of changes (the user's inotify limits are spent).
 const HOLDER_POLL: Duration = Duration::from_millis(10);
 
-/// How soon `stop_holders` looks at the lock again while it watches
-/// holders, whose exits wake it at once.
+/// How soon `stop_holders` looks at the lock again when nothing has woken
+/// it: only a holder that unlocks without closing is seen no sooner.
 const LOCK_RECHECK: Duration = Duration::from_secs(1);
 
 /// The most holders watched at once: each pidfd is a descriptor, and the
@@ -1004,7 +1045,7 @@ mod tests {
     fn the_next_look_is_the_end_of_the_phase_or_a_recheck() {
         let deadline = Instant::now() + 10_000 * MS;
         let give_up = deadline + KILL_GRACE;
-        // Watching holders: their exits wake the wait; rechecks are rare.
+        // Exits and file changes wake the wait; rechecks are rare.
         let now = deadline - 5000 * MS;
         assert_eq!(next_look(now, deadline, true), now + LOCK_RECHECK);
         let now = deadline - MS;
@@ -1012,7 +1053,7 @@ mod tests {
         assert_eq!(next_look(deadline, deadline, true), deadline + LOCK_RECHECK);
         let now = give_up - MS;
         assert_eq!(next_look(now, deadline, true), give_up);
-        // Nothing to watch: the lock itself is looked at.
+        // No inotify: the lock itself is looked at.
         let now = deadline - 5000 * MS;
         assert_eq!(next_look(now, deadline, false), now + HOLDER_POLL);
         // Past the end: at once.

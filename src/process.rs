@@ -156,13 +156,19 @@ impl Process {
         sys::pidfd_exited_within(&self.pidfd, timeout)
     }
 
-    /// Waits until one of `processes` exits or `deadline` passes: true in
-    /// the first case (at once if one already had). One poll(2) over all
-    /// their pidfds; with none, it waits out the deadline.
-    pub fn wait_any(processes: &[Process], deadline: Instant) -> nix::Result<bool> {
+    /// Waits until one of `processes` exits, `also` is readable, or
+    /// `deadline` passes: true in the first two cases (at once if one
+    /// already had). One poll(2) over all their pidfds; with none, it waits
+    /// out the deadline.
+    pub fn wait_any(
+        processes: &[Process],
+        also: Option<BorrowedFd<'_>>,
+        deadline: Instant,
+    ) -> nix::Result<bool> {
         let mut fds: Vec<PollFd> = processes
             .iter()
             .map(|p| PollFd::new(p.as_fd(), PollFlags::POLLIN))
+            .chain(also.map(|fd| PollFd::new(fd, PollFlags::POLLIN)))
             .collect();
         Ok(sys::poll_until(&mut fds, deadline)? > 0)
     }
@@ -521,15 +527,18 @@ mod tests {
             .collect();
         let before = Instant::now();
         let short = Duration::from_millis(50);
-        assert_eq!(Process::wait_any(&processes, before + short), Ok(false));
+        assert_eq!(
+            Process::wait_any(&processes, None, before + short),
+            Ok(false)
+        );
         assert!(before.elapsed() >= short);
         assert_eq!(processes[1].signal(Signal::SIGKILL), Ok(true));
         let before = Instant::now();
-        assert_eq!(Process::wait_any(&processes, before + LONG), Ok(true));
+        assert_eq!(Process::wait_any(&processes, None, before + LONG), Ok(true));
         assert!(before.elapsed() < LONG);
         // Nothing to wait for: the deadline.
         let before = Instant::now();
-        assert_eq!(Process::wait_any(&[], before + short), Ok(false));
+        assert_eq!(Process::wait_any(&[], None, before + short), Ok(false));
         assert!(before.elapsed() >= short);
         for process in processes {
             process.signal(Signal::SIGKILL).unwrap();
