@@ -682,16 +682,19 @@ fn stop_supervisor(supervisor: &Process, signal: Sig, timeout: Duration) -> anyh
     {
         return Ok(());
     }
-    let grace = timeout.saturating_add(KILL_GRACE);
-    if supervisor.exited_within(grace).unwrap_or(false) {
-        return Ok(());
+    // It has the timeout to stop COMMAND, and KILL_GRACE for the SIGKILL
+    // it may need; then it is killed itself, and what it leaves is the
+    // pidfile's to find.
+    match supervisor.escalate(timeout.saturating_add(KILL_GRACE), KILL_GRACE) {
+        Ok(Stopped::Killed) => {
+            tracing::warn!(
+                pid = pid.as_raw(),
+                "the supervisor did not stop in time: killed it"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(pid = pid.as_raw(), ?e, "cannot wait for the supervisor"),
     }
-    tracing::warn!(
-        pid = pid.as_raw(),
-        "the supervisor did not stop in time: SIGKILL"
-    );
-    let _ = supervisor.signal(Signal::SIGKILL);
-    let _ = supervisor.exited_within(KILL_GRACE);
     Ok(())
 }
 

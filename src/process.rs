@@ -184,11 +184,22 @@ impl Process {
         grace: Duration,
         kill_grace: Duration,
     ) -> Result<Stopped, StopError> {
-        let exited = |within| self.exited_within(within).map_err(StopError::Wait);
-        if exited(Duration::ZERO)? {
+        if self
+            .exited_within(Duration::ZERO)
+            .map_err(StopError::Wait)?
+        {
             return Ok(Stopped::AlreadyExited);
         }
         self.signal_group(first).map_err(StopError::Signal)?;
+        self.escalate(grace, kill_grace)
+    }
+
+    /// The rest of a stop, once this process has been told to end (by a
+    /// signal, or by a request, as a supervisor is): up to `grace` for it
+    /// to exit, then SIGKILL (to the process alone) and up to `kill_grace`
+    /// more.
+    pub fn escalate(&self, grace: Duration, kill_grace: Duration) -> Result<Stopped, StopError> {
+        let exited = |within| self.exited_within(within).map_err(StopError::Wait);
         if exited(grace)? {
             return Ok(Stopped::BySignal);
         }

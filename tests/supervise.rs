@@ -734,3 +734,19 @@ fn a_first_start_that_is_never_ready_fails_and_leaves_nothing() {
     output.assert_failed(125, &["not ready after"]);
     sup.err().unwrap().assert_nothing_left();
 }
+
+#[test]
+fn stop_escalates_to_sigkill_for_a_child_that_ignores_the_signal() {
+    let sup = Supervised::start(&[], "trap '' TERM");
+    let child = sup.current_child(None);
+    sup.control(&["--stop", "--timeout", "0.5"]).assert_code(0);
+    assert!(!procfs::is_alive(child), "the child outlived --stop");
+    sup.assert_all_gone();
+    assert!(
+        sup.log_text()
+            .contains("still running after the stop timeout: SIGKILL"),
+        "{}",
+        sup.log_text()
+    );
+    assert_eq!(sup.starts(), vec![child], "no restart after --stop");
+}
