@@ -26,7 +26,7 @@ use anyhow::{Context, anyhow};
 use nix::libc::{self, c_int};
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::{Pid, getpid};
 
 use crate::cli::Cli;
@@ -282,6 +282,18 @@ impl Supervisor {
     /// Reaps every child that has ended: COMMAND, and whatever it left
     /// that was reparented to us (we are a subreaper).
     fn reap(&mut self, now: Instant) {
+        // What the run left in its process group goes with it (as with
+        // systemd's KillMode=control-group): a crashed server's workers
+        // would hold its port against the next start. Sent while COMMAND
+        // is an unreaped zombie, so the group's ID cannot have been reused.
+        if let Some(child) = self.child {
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+            if let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+                waitid(Id::Pid(child), flags)
+            {
+                let _ = sys::killpg(child, libc::SIGKILL);
+            }
+        }
         loop {
             let end = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, End::Exited(code)),

@@ -750,3 +750,37 @@ fn stop_escalates_to_sigkill_for_a_child_that_ignores_the_signal() {
     );
     assert_eq!(sup.starts(), vec![child], "no restart after --stop");
 }
+
+#[test]
+fn what_a_run_leaves_in_its_process_group_goes_before_the_restart() {
+    let sup = Supervised::start(
+        &["--restart-delay", "0"],
+        "sleep 1000 &\necho $! >> \"$(dirname \"$0\")/workers\"",
+    );
+    let first = sup.wait_starts(1);
+    let workers = sup.dir.join("workers");
+    let worker: i32 = wait_for(TIMEOUT, "the first run's worker", || {
+        fs::read_to_string(&workers)
+            .ok()?
+            .lines()
+            .next()?
+            .parse()
+            .ok()
+    });
+    assert!(procfs::is_alive(worker));
+    sup.exit_child(first, 1);
+    sup.wait_starts(2);
+    wait_until(TIMEOUT, "the first run's worker to be killed", || {
+        !procfs::is_alive(worker)
+    });
+    // The new run's own worker is untouched.
+    let second_worker: i32 = wait_for(TIMEOUT, "the second run's worker", || {
+        fs::read_to_string(&workers)
+            .ok()?
+            .lines()
+            .nth(1)?
+            .parse()
+            .ok()
+    });
+    assert!(procfs::is_alive(second_worker));
+}
