@@ -443,13 +443,13 @@ impl Machine {
     }
 }
 
-/// `exited with status 3`, `killed by SIGSEGV`, as `--status` shows it.
+/// `exited with status 3`, `was killed by SIGSEGV`, as `--status` shows it.
 pub fn describe(end: End) -> String {
     match end {
         End::Exited(code) => format!("exited with status {code}"),
         End::Signaled(sig) => match nix::sys::signal::Signal::try_from(sig) {
-            Ok(s) => format!("killed by {s}"),
-            Err(_) => format!("killed by signal {sig}"),
+            Ok(s) => format!("was killed by {s}"),
+            Err(_) => format!("was killed by signal {sig}"),
         },
         End::NotStarted => "could not be started".to_owned(),
     }

@@ -1139,3 +1139,138 @@ fn redis_supervised_by_systemd_protocol_answers_when_wait_ready_returns() {
     fx.stop();
     server.assert_all_gone(&fx);
 }
+
+// ---------------------------------------------------------------------------
+// Supervised servers (`--restart`)
+// ---------------------------------------------------------------------------
+
+/// The supervisor of a supervised server, from its `-P` file, taken over
+/// by `server` (it is the test's child: it was reparented here).
+fn adopt_supervisor(fx: &Fixture, server: &mut Server) -> i32 {
+    let supervisor = read_pid(&fx.path("sup.pid")).expect("the -P file names the supervisor");
+    server.adopt(supervisor);
+    supervisor
+}
+
+/// Waits until the pidfile names a new live process that `is_it`, other
+/// than `old`, and makes it the server's daemon.
+fn new_daemon(fx: &Fixture, server: &mut Server, old: i32, is_it: impl Fn(i32) -> bool) -> i32 {
+    let pid = common::wait_for(TIMEOUT, "the supervisor to start the server again", || {
+        read_pid(&fx.pidfile()).filter(|&pid| pid != old && is_it(pid))
+    });
+    server.set_daemon(pid);
+    server.refresh();
+    pid
+}
+
+/// `--status` of a supervised server names its child, its supervisor and
+/// the restart.
+#[track_caller]
+fn assert_supervised(fx: &Fixture, pid: i32, supervisor: i32, end: &str) {
+    let output = fx.control(&["--status"]);
+    let expected =
+        format!("running (pid {pid}; supervisor pid {supervisor}; 1 restart; last end: {end}");
+    assert!(
+        output.code == Some(0) && output.stdout.contains(&expected),
+        "--status should say {expected:?}: {output:?}\n{}",
+        fx.logs()
+    );
+}
+
+/// nginx under `--restart`: a master killed by SIGKILL leaves workers that
+/// hold the port; they go with it, and a new master serves.
+#[test]
+fn nginx_supervised_serves_again_after_its_master_is_killed() {
+    init();
+    if !available("nginx", &[NGINX]) {
+        return;
+    }
+    let fx = Fixture::new();
+    let port = free_port();
+    let argv = nginx_setup(&fx, port, true);
+    let sup = fx.at("sup.pid");
+    let options = ["-r", "--restart-delay", "0", "-P", &sup];
+
+    let (output, mut server) = fx.launch(&options, &argv);
+    fx.assert_started(&output);
+    let supervisor = adopt_supervisor(&fx, &mut server);
+    let master = server.daemon();
+    assert_serves(&fx, &server, port);
+    let workers = nginx_workers(&fx, &server, master, &[]);
+    server.refresh();
+
+    kill(Pid::from_raw(master), Signal::SIGKILL).unwrap();
+    let master = new_daemon(&fx, &mut server, master, |pid| is_nginx_master(&fx, pid));
+    for worker in workers {
+        server.poll(&fx, "the dead master's workers to go", || {
+            (!common::procfs::is_alive(worker)).then_some(())
+        });
+    }
+    nginx_workers(&fx, &server, master, &[]);
+    assert_serves(&fx, &server, port);
+    assert_supervised(&fx, master, supervisor, "was killed by SIGKILL");
+
+    server.refresh();
+    fx.stop();
+    assert!(!fx.path("sup.pid").exists(), "--stop left the -P file");
+    server.assert_all_gone(&fx);
+}
+
+/// redis under `--restart --wait-ready`: each restart waits for its
+/// `READY=1` again; it answers after a crash, and `--stop` ends it all.
+#[test]
+fn redis_supervised_is_ready_again_after_a_crash() {
+    init();
+    if !available("redis", &[REDIS]) {
+        return;
+    }
+    let fx = Fixture::new();
+    let port = free_port();
+    let argv = [
+        REDIS.to_owned(),
+        "--port".into(),
+        port.to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--daemonize".into(),
+        "no".into(),
+        "--supervised".into(),
+        "systemd".into(),
+        "--dir".into(),
+        fx.marker(),
+        "--save".into(),
+        String::new(),
+        "--appendonly".into(),
+        "no".into(),
+    ];
+    let sup = fx.at("sup.pid");
+    let options = [
+        "-r",
+        "--restart-delay",
+        "0",
+        "--wait-ready",
+        "--ready-timeout",
+        "15",
+        "-P",
+        &sup,
+    ];
+
+    let (output, mut server) = fx.launch(&options, &argv);
+    fx.assert_started(&output);
+    let supervisor = adopt_supervisor(&fx, &mut server);
+    let pid = server.daemon();
+    assert_eq!(redis_ping(port).unwrap(), "+PONG\r\n");
+
+    kill(Pid::from_raw(pid), Signal::SIGSEGV).unwrap();
+    let pid = new_daemon(&fx, &mut server, pid, |pid| {
+        common::procfs::is_alive(pid) && cmdline_text(pid).contains("redis-server")
+    });
+    server.poll(&fx, "redis to answer again", || {
+        redis_ping(port).ok().filter(|r| r == "+PONG\r\n")
+    });
+    assert_supervised(&fx, pid, supervisor, "was killed by SIGSEGV");
+
+    server.refresh();
+    fx.stop();
+    server.assert_all_gone(&fx);
+}
