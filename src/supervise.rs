@@ -170,9 +170,8 @@ impl Supervisor {
     }
 
     fn run(mut self) -> u8 {
-        let pid = self.child.map_or(0, Pid::as_raw);
         self.say(&format!(
-            "supervising it (pid {pid}; restart {})",
+            "started; supervising it (restart {})",
             match self.machine.config.policy {
                 Policy::Always => "always",
                 Policy::OnFailure => "on-failure",
