@@ -182,6 +182,8 @@ impl Supervisor {
             self.handle(Event::Exited(End::Exited(0)), Instant::now());
         }
         self.write_state();
+        // The start-up code's pages go back; the loop's come back as used.
+        sys::release_executable_pages();
         loop {
             let deadline = self.machine.deadline();
             let (signalled, noticed) = self.wait(deadline);

@@ -378,6 +378,62 @@ pub fn adopt_pipe(fd: RawFd) -> Option<OwnedFd> {
     Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
+/// Lets go of the resident pages of our own executable's read-only
+/// mappings (`MADV_DONTNEED`): a supervisor's start-up code (parsing, the
+/// plan, the first start) is done with, and need not stay mapped for the
+/// daemon's whole life. The pages stay in the page cache, and any still
+/// used are mapped again from it on their next access. Only a mapping
+/// without a private copy of any page (`Anonymous: 0 kB` in smaps) is
+/// touched, so no content can change (a relocated page, an ifunc slot);
+/// a failure changes nothing.
+pub fn release_executable_pages() {
+    let (Ok(smaps), Ok(exe)) = (
+        std::fs::read_to_string("/proc/self/smaps"),
+        std::fs::read_link("/proc/self/exe"),
+    ) else {
+        return;
+    };
+    // (start, end) of the mapping whose fields are being read, if it is
+    // one of ours and read-only.
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        if let Some(kib) = line.strip_prefix("Anonymous:") {
+            let pristine = kib.trim().strip_suffix("kB").map(str::trim) == Some("0");
+            if let (Some((start, end)), true) = (current.take(), pristine) {
+                // SAFETY: the range is a whole read-only private mapping of
+                // our executable with no private page: dropping its pages
+                // only makes the next access read the same bytes from the
+                // file again.
+                unsafe {
+                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+                };
+            }
+            continue;
+        }
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            // A field line ("Rss: 4 kB"), not a mapping's header.
+            continue;
+        };
+        let path = fields.nth(3).map(std::path::Path::new);
+        let ours = perms.starts_with('r')
+            && !perms.contains('w')
+            && perms.ends_with('p')
+            && path == Some(exe.as_path())
+            && end > start;
+        current = ours.then_some((start, end));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,12 @@
 //! Options: `--runs N` pairs per launcher and limit (default 2000),
 //! `--only NAME` to measure one launcher (`daemonize`, `setsid -f`...), and
 //! `--daemonize PATH` to measure another build of daemonize.
+//!
+//! `--supervisor` measures `daemonize --restart` instead: restart latency
+//! against a minimal C supervisor, idle cost and memory (see the
+//! `supervisor` module):
+//!
+//!     cargo build --release --workspace && cargo run --release -p daemonize-bench -- --supervisor
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
@@ -23,6 +29,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod supervisor;
 
 struct Launcher {
     name: &'static str,
@@ -40,6 +48,8 @@ fn main() {
         runs,
         only,
         daemonize,
+        supervisor,
+        probes,
     } = parse_args();
     let dir = std::env::current_exe()
         .expect("current_exe")
@@ -58,6 +68,14 @@ fn main() {
         path
     };
     let daemonize = daemonize.unwrap_or_else(|| sibling("daemonize"));
+    if supervisor {
+        std::process::exit(supervisor::main(supervisor::Options {
+            runs,
+            only,
+            daemonize,
+            probes,
+        }));
+    }
     let floor = sibling("floor");
     let ping = sibling("ping");
 
@@ -189,6 +207,10 @@ struct Args {
     only: Option<String>,
     /// Another daemonize build to measure instead of the sibling binary.
     daemonize: Option<PathBuf>,
+    /// Measure the supervisor (`--restart`) instead of the launch.
+    supervisor: bool,
+    /// Where the supervisor benchmark's C probes are.
+    probes: PathBuf,
 }
 
 fn parse_args() -> Args {
@@ -196,15 +218,24 @@ fn parse_args() -> Args {
         runs: 2000,
         only: None,
         daemonize: None,
+        supervisor: false,
+        probes: PathBuf::from("/work/shared/bench"),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--supervisor" {
+            parsed.supervisor = true;
+            continue;
+        }
         match (arg.as_str(), args.next()) {
             ("--runs", Some(n)) => parsed.runs = n.parse().expect("--runs N"),
             ("--only", Some(name)) => parsed.only = Some(name),
             ("--daemonize", Some(path)) => parsed.daemonize = Some(path.into()),
+            ("--probes", Some(dir)) => parsed.probes = dir.into(),
             _ => {
-                eprintln!("usage: daemonize-bench [--runs N] [--only LAUNCHER] [--daemonize PATH]");
+                eprintln!(
+                    "usage: daemonize-bench [--runs N] [--only LAUNCHER] [--daemonize PATH]\n       daemonize-bench --supervisor [--runs N] [--only restart|idle] [--daemonize PATH] [--probes DIR]"
+                );
                 std::process::exit(2);
             }
         }
