@@ -391,7 +391,18 @@ pub fn signal(instance: Instance, signal: Sig) -> Result<u8, Failure> {
         }
         (Some(path), _) => path,
         // Only -P: the supervisor itself, which passes the signal on
-        // (docs/design.md, "Supervision").
+        // (docs/design.md, "Supervision"), if it is one it passes on.
+        (None, Supervision::Running { .. }) if !supervise_forwards(signal) => {
+            return Err(Failure::new(
+                EXIT_FAILURE,
+                anyhow!(
+                    "the supervisor passes on only HUP, USR1, USR2, QUIT, WINCH, ALRM and CONT \
+                     (TERM and INT end supervision); name the daemon with --pidfile to send \
+                     it {signal}"
+                )
+                .context(context),
+            ));
+        }
         (None, Supervision::Running { supervisor, .. }) => {
             let pid = supervisor.pid();
             return match supervisor.signal(signal.number()) {
@@ -563,6 +574,18 @@ pub fn restart_now(instance: Instance) -> Result<u8, Failure> {
             })
         }
     }
+}
+
+/// Whether a supervisor acts on `sig` as the contract says: passes it on
+/// to its child, or (TERM, INT) ends supervision (see `supervise`).
+fn supervise_forwards(sig: Sig) -> bool {
+    use nix::libc::{
+        SIGALRM, SIGCONT, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH,
+    };
+    [
+        SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGWINCH, SIGALRM, SIGCONT, SIGTERM, SIGINT,
+    ]
+    .contains(&sig.number())
 }
 
 /// The supervisor of an instance, as its state record names it.

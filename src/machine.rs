@@ -53,7 +53,7 @@ pub struct Config {
 }
 
 /// A run without readiness that lasts this long was healthy: it resets the
-/// restart delay and count (docs/design.md, "Planned: supervision").
+/// restart delay and count (docs/design.md, "Supervision").
 pub const HEALTHY_RUN: Duration = Duration::from_secs(10);
 
 /// How a run of COMMAND ended.
@@ -107,7 +107,7 @@ pub enum Effect {
     /// Send this signal to COMMAND.
     Signal(i32),
     /// COMMAND is gone and will not be restarted for now: the pidfile is
-    /// emptied (docs/design.md, "Planned: supervision": empty while a
+    /// emptied (docs/design.md, "Supervision": empty while a
     /// restart is pending).
     ClearPid,
     /// Write this to the log/status channel.
@@ -322,7 +322,10 @@ impl Machine {
             (Waiting { .. }, Event::Stop(_)) => {
                 // No restart may follow a stop, even one already scheduled.
                 self.state = Done;
-                vec![Effect::Exit]
+                vec![
+                    Effect::Say("stopped while a restart was pending".into()),
+                    Effect::Exit,
+                ]
             }
             (Stopping { .. }, Event::Stop(_)) => Vec::new(),
 
@@ -672,7 +675,13 @@ mod tests {
         );
         m.step(Event::Exited(End::Exited(1)), t0 + ms(1));
         assert!(matches!(m.state, State::Waiting { .. }));
-        assert_eq!(m.step(Event::Stop(SIGTERM), t0 + ms(2)), [Effect::Exit]);
+        assert_eq!(
+            m.step(Event::Stop(SIGTERM), t0 + ms(2)),
+            [
+                Effect::Say("stopped while a restart was pending".into()),
+                Effect::Exit
+            ]
+        );
         assert_eq!(m.state, State::Done);
         assert!(
             m.step(Event::Timer, t0 + Duration::from_secs(3601))

@@ -396,6 +396,8 @@ impl Supervisor {
         }
         self.record.phase = Phase::Done;
         self.write_state();
+        // Its drop removes the notification socket and its directory.
+        drop(self.plan.ready.take());
         for lock in &self.plan.locks {
             lock.discard();
         }

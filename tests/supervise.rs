@@ -541,12 +541,29 @@ fn a_watchdog_miss_restarts_the_daemon() {
     });
     assert_eq!(procfs::stat(second).unwrap().ppid, sup.supervisor);
     assert!(sup.log_text().contains("SIGABRT"), "{}", sup.log_text());
+    // The notification socket the children use goes with the supervisor.
+    let socket = procfs::environ(second)
+        .unwrap()
+        .into_iter()
+        .find_map(|e| {
+            let e = e.to_str()?.to_owned();
+            e.strip_prefix("NOTIFY_SOCKET=").map(PathBuf::from)
+        })
+        .expect("the child has NOTIFY_SOCKET");
+    assert!(socket.exists());
     // The child was told its watchdog.
     let env = procfs::environ(second).unwrap();
     assert!(env.iter().any(|e| e == "WATCHDOG_USEC=500000"), "{env:?}");
     assert!(
         env.iter().any(|e| *e == *format!("WATCHDOG_PID={second}")),
         "{env:?}"
+    );
+    sup.control(&["--stop"]).assert_code(0);
+    sup.assert_all_gone();
+    assert!(!socket.exists(), "{} is left behind", socket.display());
+    assert!(
+        !socket.parent().unwrap().exists(),
+        "the socket's directory is left behind"
     );
 }
 
@@ -641,6 +658,10 @@ fn restart_now_restarts_with_the_delay_reset() {
     sup.control(&["--restart-now"]).assert_code(0);
     let second = sup.current_child(Some(first));
     assert_eq!(sup.starts(), vec![first, second]);
+    // With only -P, a signal the supervisor would not pass on is refused.
+    sup.control_sup(&["--signal", "RTMIN+3"])
+        .assert_failed(125, &["passes on only", "--pidfile"]);
+    assert!(sup.supervisor_alive());
     // -P names the instance too.
     sup.control_sup(&["--restart-now"]).assert_code(0);
     let third = sup.current_child(Some(second));
@@ -712,6 +733,7 @@ fn status_shows_a_pending_restart_and_signal_finds_no_child() {
         .assert_failed(7, &["restart pending"]);
     sup.control_sup(&["--stop"]).assert_code(0);
     sup.assert_all_gone();
+    sup.wait_log("stopped while a restart was pending");
 }
 
 #[test]
