@@ -419,18 +419,11 @@ const OPENER_STACK: usize = 16 * 1024;
 extern "C" fn opener_entry(args: *mut libc::c_void) -> c_int {
     // SAFETY: `open_as` passes a pointer to an OpenerArgs that outlives us.
     let args = unsafe { &*(args as *const OpenerArgs) };
-    let creds = args.creds;
-    // SAFETY: raw system calls on integers and on the group slice prepared
-    // before the clone; `result` is the slot set aside for us; _exit ends
-    // the child without running anything of the parent's.
+    let failed = set_ids(args.creds).is_err();
+    // SAFETY: open on the NUL-terminated path prepared before the clone;
+    // `result` is the slot set aside for us; _exit ends the child without
+    // running anything of the parent's.
     unsafe {
-        let failed = libc::syscall(
-            libc::SYS_setgroups,
-            creds.groups.len(),
-            creds.groups.as_ptr(),
-        ) == -1
-            || libc::syscall(libc::SYS_setresgid, creds.gid, creds.gid, creds.gid) == -1
-            || libc::syscall(libc::SYS_setresuid, creds.uid, creds.uid, creds.uid) == -1;
         *args.result = if failed {
             -Errno::last_raw()
         } else {
@@ -787,6 +780,22 @@ fn set_errno(errno: c_int) {
 /// are none. Real, effective and saved ids all change; the filesystem ids
 /// follow the effective ones.
 fn drop_privileges(report: c_int, creds: RawCreds) {
+    if let Err(stage) = set_ids(creds) {
+        fail(report, stage);
+    }
+    // Belt and braces, as OpenSSH's permanently_set_uid does: if root
+    // can be had back, something is badly wrong; run nothing.
+    // SAFETY: setresuid takes integers only.
+    if creds.uid != 0 && unsafe { libc::syscall(libc::SYS_setresuid, 0, 0, 0) } != -1 {
+        send(report, Stage::Regain, 0);
+        // SAFETY: _exit ends the child without running anything of ours.
+        unsafe { libc::_exit(127) };
+    }
+}
+
+/// setgroups, then setresgid, then setresuid to `creds`: the stage of the
+/// first that fails, with errno set. Async-signal-safe.
+fn set_ids(creds: RawCreds) -> Result<(), Stage> {
     // SAFETY: the group list is a live slice of gid_t prepared before fork;
     // the other calls take integers only.
     unsafe {
@@ -796,21 +805,16 @@ fn drop_privileges(report: c_int, creds: RawCreds) {
             creds.groups.as_ptr(),
         ) == -1
         {
-            fail(report, Stage::SetGroups);
+            return Err(Stage::SetGroups);
         }
         if libc::syscall(libc::SYS_setresgid, creds.gid, creds.gid, creds.gid) == -1 {
-            fail(report, Stage::SetGid);
+            return Err(Stage::SetGid);
         }
         if libc::syscall(libc::SYS_setresuid, creds.uid, creds.uid, creds.uid) == -1 {
-            fail(report, Stage::SetUid);
-        }
-        // Belt and braces, as OpenSSH's permanently_set_uid does: if root
-        // can be had back, something is badly wrong; run nothing.
-        if creds.uid != 0 && libc::syscall(libc::SYS_setresuid, 0, 0, 0) != -1 {
-            send(report, Stage::Regain, 0);
-            libc::_exit(127);
+            return Err(Stage::SetUid);
         }
     }
+    Ok(())
 }
 
 /// Points `target` (1 or 2) at a freshly opened file, or at `/dev/null`.
