@@ -177,15 +177,21 @@ fn settle(pid: Pid, plan: &Plan) -> Result<Option<Pid>, Failure> {
     }
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP for the rest of daemonize's short life.
-fn block_interrupts() {
+/// Blocks SIGINT, SIGTERM and SIGHUP for the rest of daemonize's short
+/// life, and returns them: those the caller does not ignore (Linux queues
+/// a blocked signal even when it is ignored, and a signalfd would report
+/// it: `nohup`).
+fn block_interrupts() -> SigSet {
     let mut mask = SigSet::empty();
     for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        mask.add(signal);
+        if !sys::signal_is_ignored(signal).unwrap_or(false) {
+            mask.add(signal);
+        }
     }
     if let Err(errno) = mask.thread_block() {
         tracing::debug!(%errno, "cannot block signals");
     }
+    mask
 }
 
 /// The environment variable that tells a `daemonize` it is the supervisor
@@ -247,15 +253,7 @@ pub fn start_supervised(cli: &Cli) -> Result<u8, Failure> {
     // The caller's interrupts, while the first start waits for readiness,
     // go on to the supervisor, which stops that start (exit 125).
     let forward = cli.waits_for_readiness();
-    let mut mask = SigSet::empty();
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        if !sys::signal_is_ignored(signal).unwrap_or(false) {
-            mask.add(signal);
-        }
-    }
-    if let Err(errno) = mask.thread_block() {
-        tracing::debug!(%errno, "cannot block signals");
-    }
+    let mask = block_interrupts();
     let interrupts = match forward {
         true => Some(
             nix::sys::signalfd::SignalFd::with_flags(
@@ -297,9 +295,8 @@ pub fn start_supervised(cli: &Cli) -> Result<u8, Failure> {
         if let Some(sfd) = &interrupts {
             fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
         }
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(anyhow!(e).context("cannot wait for the supervisor").into()),
+        if let Err(e) = sys::poll_until(&mut fds, None) {
+            return Err(anyhow!(e).context("cannot wait for the supervisor").into());
         }
         let interrupted = fds.get(1).and_then(|f| f.any()).unwrap_or(false);
         let answered = fds[0].any().unwrap_or(false);

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open, openat};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
@@ -307,14 +307,7 @@ impl Readiness {
             if eof_until.is_none() {
                 fds.push(PollFd::new(self.channel.fd(), PollFlags::POLLIN));
             }
-            let polled = match wake {
-                Some(wake) => sys::poll_until(&mut fds, wake),
-                None => match poll(&mut fds, PollTimeout::NONE) {
-                    Err(Errno::EINTR) => continue,
-                    other => other.map(|n| usize::try_from(n).unwrap_or_default()),
-                },
-            };
-            let n = match polled {
+            let n = match sys::poll_until(&mut fds, wake) {
                 Ok(n) => n,
                 Err(e) => return Verdict::Broken(anyhow!(e).context("cannot wait for the daemon")),
             };

@@ -209,16 +209,7 @@ impl Supervisor {
         if let Some(fd) = ready_fd {
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
-        let polled = match deadline {
-            Some(deadline) => sys::poll_until(&mut fds, deadline),
-            None => loop {
-                match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    other => break other.map(|n| usize::try_from(n).unwrap_or_default()),
-                }
-            },
-        };
-        if let Err(errno) = polled {
+        if let Err(errno) = sys::poll_until(&mut fds, deadline) {
             // Nothing better to do than to look at everything.
             tracing::warn!(%errno, "poll failed");
             return (true, true);

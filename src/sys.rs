@@ -183,15 +183,18 @@ pub fn pidfd_exited_within(pidfd: &OwnedFd, timeout: std::time::Duration) -> nix
 /// `poll(2)` until `deadline`: returns the number of ready descriptors, or 0
 /// once the deadline has passed (at once if it already has). Retries on
 /// EINTR with the time left, so a signal neither ends the wait early nor
-/// makes it longer. With no descriptors, it waits out the deadline.
+/// makes it longer. With no descriptors, it waits out the deadline; with
+/// no deadline (`None`), it waits until a descriptor is ready.
 pub fn poll_until(
     fds: &mut [nix::poll::PollFd<'_>],
-    deadline: std::time::Instant,
+    deadline: impl Into<Option<std::time::Instant>>,
 ) -> nix::Result<usize> {
+    let deadline = deadline.into();
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match nix::poll::poll(fds, poll_timeout(left)) {
-            Ok(0) if left.is_zero() => return Ok(0),
+        let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        let timeout = left.map_or(nix::poll::PollTimeout::NONE, poll_timeout);
+        match nix::poll::poll(fds, timeout) {
+            Ok(0) if left.is_some_and(|left| left.is_zero()) => return Ok(0),
             Ok(0) | Err(Errno::EINTR) => {}
             Ok(n) => return Ok(usize::try_from(n).unwrap_or_default()),
             Err(e) => return Err(e),
