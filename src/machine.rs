@@ -176,20 +176,12 @@ impl Machine {
     /// A machine whose first child has just been started at `now`.
     #[cfg(test)]
     pub fn started(config: Config, now: Instant) -> Machine {
-        let state = match config.readiness {
-            true => State::Starting { since: now },
-            false => State::Up {
-                since: now,
-                pinged: now,
-            },
-        };
-        Machine {
-            config,
-            state,
-            streak: 0,
-            restarts: 0,
-            last_end: None,
+        let readiness = config.readiness;
+        let mut machine = Machine::confirmed(config, now);
+        if readiness {
+            machine.state = State::Starting { since: now };
         }
+        machine
     }
 
     /// When the loop must wake up with [`Event::Timer`], if ever.
@@ -237,42 +229,27 @@ impl Machine {
                 self.state = Up { since, pinged: now };
                 Vec::new()
             }
-            (Starting { since }, Event::Timer) if self.deadline().is_some_and(|d| now >= d) => {
-                self.state = Restarting {
+            (Starting { since }, Event::Timer) if self.deadline().is_some_and(|d| now >= d) => self
+                .fail_run(
                     since,
-                    kill_at: now + stop_timeout,
-                    killed: false,
-                    failed: true,
-                };
-                vec![
-                    Effect::Say("not ready in time: stopping it to restart it".into()),
-                    Effect::Signal(nix::libc::SIGTERM),
-                ]
-            }
-            (Starting { since }, Event::NotReady) => {
-                self.state = Restarting {
-                    since,
-                    kill_at: now + stop_timeout,
-                    killed: false,
-                    failed: true,
-                };
-                vec![
-                    Effect::Say("it failed before it was ready: stopping it to restart it".into()),
-                    Effect::Signal(nix::libc::SIGTERM),
-                ]
-            }
+                    now,
+                    "not ready in time: stopping it to restart it",
+                    nix::libc::SIGTERM,
+                ),
+            (Starting { since }, Event::NotReady) => self.fail_run(
+                since,
+                now,
+                "it failed before it was ready: stopping it to restart it",
+                nix::libc::SIGTERM,
+            ),
             (Up { since, .. }, Event::Timer) if self.deadline().is_some_and(|d| now >= d) => {
                 // systemd's watchdog: SIGABRT, so a core shows where it hung.
-                self.state = Restarting {
+                self.fail_run(
                     since,
-                    kill_at: now + stop_timeout,
-                    killed: false,
-                    failed: true,
-                };
-                vec![
-                    Effect::Say("watchdog timeout (no WATCHDOG=1 in time): aborting it".into()),
-                    Effect::Signal(nix::libc::SIGABRT),
-                ]
+                    now,
+                    "watchdog timeout (no WATCHDOG=1 in time): aborting it",
+                    nix::libc::SIGABRT,
+                )
             }
             (
                 Restarting {
@@ -380,6 +357,18 @@ impl Machine {
             // a timer that fired early, a stray exit while waiting).
             _ => Vec::new(),
         }
+    }
+
+    /// The running child missed a deadline or said it failed: `why` goes
+    /// to the log, `signal` to the child, and its end will be a failed run.
+    fn fail_run(&mut self, since: Instant, now: Instant, why: &str, signal: i32) -> Vec<Effect> {
+        self.state = State::Restarting {
+            since,
+            kill_at: now + self.config.stop_timeout,
+            killed: false,
+            failed: true,
+        };
+        vec![Effect::Say(why.into()), Effect::Signal(signal)]
     }
 
     /// A run ended: restart it (after the backoff), or give up, or end.
