@@ -29,8 +29,8 @@ use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use common::{
-    Cmd, Daemon, Output, TIMEOUT, assert_no_leftover, daemonize, init, procfs, shell, test_pid,
-    unique_marker, wait_for_optional, wait_until,
+    Cmd, Daemon, Output, TIMEOUT, assert_no_leftover, daemonize, init, procfs, read_pid, shell,
+    test_pid, unique_marker, wait_for_optional, wait_until,
 };
 use nix::sys::signal::{SigHandler, Signal};
 use nix::unistd::Pid;
@@ -74,16 +74,6 @@ fn read_stamp(path: &Path) -> Option<f64> {
     fs::read_to_string(path)
         .ok()?
         .strip_suffix('\n')?
-        .parse()
-        .ok()
-}
-
-/// A PID followed by a newline, or `None` (no file yet, or half written).
-fn read_pid(path: &Path) -> Option<i32> {
-    fs::read_to_string(path)
-        .ok()?
-        .strip_suffix('\n')?
-        .trim()
         .parse()
         .ok()
 }

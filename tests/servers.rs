@@ -49,7 +49,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{Pid, User};
 use tempfile::TempDir;
 
-use common::{Daemon, Output, TIMEOUT, daemonize, init, processes_with_marker, test_pid};
+use common::{Daemon, Output, TIMEOUT, daemonize, init, processes_with_marker, read_pid, test_pid};
 
 const SSHD: &str = "/usr/sbin/sshd";
 const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
@@ -271,16 +271,6 @@ impl Fixture {
         );
         self.control(&["--status"]).assert_code(3);
     }
-}
-
-/// The PID in a pidfile (decimal and a newline), if there is one.
-fn read_pid(path: &Path) -> Option<i32> {
-    fs::read_to_string(path)
-        .ok()?
-        .strip_suffix('\n')?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// The number right after the first `prefix` in `text`.
@@ -1094,18 +1084,11 @@ fn nginx_forking_into_the_background_is_followed() {
 // redis
 // ---------------------------------------------------------------------------
 
-/// redis with `--supervised systemd` sends `READY=1` once it accepts
-/// connections: `PING` answers as soon as daemonize returns. (No reload:
-/// redis ignores SIGHUP.)
-#[test]
-fn redis_supervised_by_systemd_protocol_answers_when_wait_ready_returns() {
-    init();
-    if !available("redis", &[REDIS]) {
-        return;
-    }
-    let fx = Fixture::new();
-    let port = free_port();
-    let argv = [
+/// redis in the foreground on 127.0.0.1:`port`, announcing readiness with
+/// `READY=1` (`--supervised systemd`), its files in the fixture's
+/// directory, and no persistence.
+fn redis_argv(fx: &Fixture, port: u16) -> [String; 15] {
+    [
         REDIS.to_owned(),
         "--port".into(),
         port.to_string(),
@@ -1121,7 +1104,21 @@ fn redis_supervised_by_systemd_protocol_answers_when_wait_ready_returns() {
         String::new(),
         "--appendonly".into(),
         "no".into(),
-    ];
+    ]
+}
+
+/// redis with `--supervised systemd` sends `READY=1` once it accepts
+/// connections: `PING` answers as soon as daemonize returns. (No reload:
+/// redis ignores SIGHUP.)
+#[test]
+fn redis_supervised_by_systemd_protocol_answers_when_wait_ready_returns() {
+    init();
+    if !available("redis", &[REDIS]) {
+        return;
+    }
+    let fx = Fixture::new();
+    let port = free_port();
+    let argv = redis_argv(&fx, port);
     let options = ["--wait-ready", "--ready-timeout", "15"];
 
     let (output, mut server) = fx.launch(&options, &argv);
@@ -1226,23 +1223,7 @@ fn redis_supervised_is_ready_again_after_a_crash() {
     }
     let fx = Fixture::new();
     let port = free_port();
-    let argv = [
-        REDIS.to_owned(),
-        "--port".into(),
-        port.to_string(),
-        "--bind".into(),
-        "127.0.0.1".into(),
-        "--daemonize".into(),
-        "no".into(),
-        "--supervised".into(),
-        "systemd".into(),
-        "--dir".into(),
-        fx.marker(),
-        "--save".into(),
-        String::new(),
-        "--appendonly".into(),
-        "no".into(),
-    ];
+    let argv = redis_argv(&fx, port);
     let sup = fx.at("sup.pid");
     let options = [
         "-r",

@@ -14,7 +14,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::{Cmd, Output, TIMEOUT, daemonize, procfs, test_pid, wait_for, wait_until};
+use common::{Cmd, Output, TIMEOUT, daemonize, procfs, read_pid, test_pid, wait_for, wait_until};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
@@ -254,15 +254,6 @@ impl Failed {
             assert!(!dir.join(name).exists(), "{name} is left behind");
         }
     }
-}
-
-fn read_pid(path: &Path) -> Option<i32> {
-    fs::read_to_string(path)
-        .ok()?
-        .strip_suffix('\n')?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// The restart delays the supervisor announced in its log, in order.

@@ -92,9 +92,15 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
 #[track_caller]
 pub fn wait_for_pid_file(path: &Path, timeout: Duration) -> i32 {
     wait_for(timeout, &format!("a PID in {}", path.display()), || {
-        let text = std::fs::read_to_string(path).ok()?;
-        text.strip_suffix('\n')?.trim().parse().ok()
+        read_pid(path)
     })
+}
+
+/// The PID in a pidfile (decimal and a newline), or `None` (no file yet,
+/// none in it, or half written).
+pub fn read_pid(path: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.strip_suffix('\n')?.trim().parse().ok()
 }
 
 /// Waits until the file at `path` has exactly `expected` as its content.
