@@ -16,6 +16,7 @@ use clap::{ArgAction, ArgGroup, CommandFactory, Parser};
 use nix::libc::{self, c_int};
 use nix::sys::signal::Signal;
 
+pub use crate::lines::Facility;
 pub use crate::machine::Policy;
 
 const ABOUT: &str = "Run a command as a Unix daemon, and report whether it started";
@@ -274,6 +275,46 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, requires_all = ["restart", "wait_ready"])]
     pub watchdog: Option<Duration>,
 
+    /// Rotate an output file before it would exceed SIZE (bytes, or K, M, G:
+    /// powers of 1024), keeping --log-keep old ones: FILE.1 (newest) ... FILE.N
+    #[arg(long, value_name = "SIZE", value_parser = crate::lines::parse_size)]
+    pub log_max_size: Option<u64>,
+
+    /// How many rotated files --log-max-size keeps [default: 5]
+    #[arg(long, value_name = "N", value_parser = crate::lines::parse_keep, requires = "log_max_size")]
+    pub log_keep: Option<u32>,
+
+    /// Prefix each line of the output files with its arrival time, RFC 3339 UTC
+    /// with microseconds: 2026-11-22T02:14:30.123456Z
+    #[arg(long)]
+    pub log_timestamps: bool,
+
+    /// Send each line of output to syslog as one message (standard output at
+    /// info, standard error at err), with FACILITY [default: daemon]
+    #[arg(
+        long,
+        value_name = "FACILITY",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "daemon",
+        value_parser = crate::lines::parse_facility
+    )]
+    pub syslog: Option<Facility>,
+
+    /// The tag of --syslog messages [default: COMMAND's file name]
+    #[arg(long, value_name = "TAG", value_parser = crate::lines::parse_tag, requires = "syslog")]
+    pub syslog_tag: Option<String>,
+
+    /// The syslog socket (a datagram socket, as rsyslog's and journald's)
+    /// [default: /dev/log]
+    #[arg(long, value_name = "PATH", requires = "syslog")]
+    pub syslog_socket: Option<PathBuf>,
+
+    /// Make the supervisor of the daemon named by --pidfile (or -P) close and reopen
+    /// its output files, as logrotate's postrotate wants; returns once it has
+    #[arg(long, requires = "instance", conflicts_with_all = ["status", "stop", "signal", "reload", "restart_now", "command"])]
+    pub reopen_logs: bool,
+
     /// Report whether the daemon named by --pidfile runs (LSB codes: 0 running,
     /// 1 stale pidfile, 3 not running, 4 unknown)
     #[arg(long, requires = "instance", conflicts_with_all = ["stop", "signal", "command"])]
@@ -312,7 +353,7 @@ pub struct Cli {
         value_name = "COMMAND",
         trailing_var_arg = true,
         num_args = 1..,
-        required_unless_present_any = ["status", "stop", "signal", "reload", "restart_now"],
+        required_unless_present_any = ["status", "stop", "signal", "reload", "restart_now", "reopen_logs"],
         value_parser = clap::builder::OsStringValueParser::new()
     )]
     pub command: Vec<OsString>,
@@ -345,6 +386,16 @@ impl Cli {
         self.timeout.unwrap_or(Duration::from_secs(10))
     }
 
+    /// Whether standard output and error go through the supervisor's
+    /// pipes (docs/design.md, "Log capture"): any capture option, or
+    /// `--restart` with an output file (whose lines must survive restarts).
+    pub fn captures(&self) -> bool {
+        self.log_max_size.is_some()
+            || self.log_timestamps
+            || self.syslog.is_some()
+            || (self.restart.is_some() && (self.stdout.is_some() || self.stderr.is_some()))
+    }
+
     /// What this invocation does.
     pub fn mode(&self) -> Mode<'_> {
         let instance = Instance {
@@ -361,9 +412,11 @@ impl Cli {
             }
         } else if self.restart_now {
             Mode::RestartNow(instance)
+        } else if self.reopen_logs {
+            Mode::ReopenLogs(instance)
         } else if let Some(signal) = self.signal.or(self.reload.then_some(Sig::HUP)) {
             Mode::Signal { instance, signal }
-        } else if self.restart.is_some() {
+        } else if self.restart.is_some() || self.captures() {
             Mode::Supervise
         } else {
             Mode::Start
@@ -384,7 +437,8 @@ pub struct Instance<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Mode<'a> {
     Start,
-    /// `--restart`: a supervisor starts COMMAND and keeps it running.
+    /// `--restart`, or log capture: a supervisor starts COMMAND (and keeps
+    /// it running, with `--restart`).
     Supervise,
     Status(Instance<'a>),
     Stop {
@@ -398,6 +452,7 @@ pub enum Mode<'a> {
         signal: Sig,
     },
     RestartNow(Instance<'a>),
+    ReopenLogs(Instance<'a>),
 }
 
 /// A signal for `--signal`: any number the kernel accepts, including the
@@ -464,9 +519,28 @@ pub fn parse() -> Result<Cli, u8> {
     }
     // -P names a supervisor, which only --restart starts; control actions
     // take it as well as -p.
-    let control = cli.status || cli.stop || cli.signal.is_some() || cli.reload || cli.restart_now;
-    if cli.supervisor_pidfile.is_some() && !control && cli.restart.is_none() {
-        return Err(usage_error("--supervisor-pidfile goes with --restart"));
+    let control = cli.status
+        || cli.stop
+        || cli.signal.is_some()
+        || cli.reload
+        || cli.restart_now
+        || cli.reopen_logs;
+    if cli.supervisor_pidfile.is_some() && !control && !cli.captures() && cli.restart.is_none() {
+        return Err(usage_error(
+            "--supervisor-pidfile goes with --restart or log capture",
+        ));
+    }
+    // Rotation and timestamps are about files.
+    let files = cli.stdout.is_some() || cli.stderr.is_some();
+    for (given, name) in [
+        (cli.log_max_size.is_some(), "--log-max-size"),
+        (cli.log_timestamps, "--log-timestamps"),
+    ] {
+        if given && !files {
+            return Err(usage_error(&format!(
+                "{name} needs an output file (-o/--stdout or -e/--stderr)"
+            )));
+        }
     }
     if let (Some(delay), Some(max)) = (cli.restart_delay, cli.restart_max_delay)
         && delay > max

@@ -21,6 +21,47 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// `secs` after the epoch as `YYYY-MM-DDTHH:MM:SS` (the first 19 bytes of
+/// [`rfc3339`]), without allocating: log capture's timestamps.
+pub fn seconds_rfc3339(secs: u64) -> [u8; 19] {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    let mut out = *b"0000-00-00T00:00:00";
+    let mut put = |at: usize, value: u64, width: usize| {
+        let mut v = value;
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year.clamp(0, 9999) as u64, 4);
+    put(5, u64::from(month), 2);
+    put(8, u64::from(day), 2);
+    put(11, rem / 3600, 2);
+    put(14, rem % 3600 / 60, 2);
+    put(17, rem % 60, 2);
+    out
+}
+
+/// `secs` after the epoch as RFC 3164's `Mmm dd hh:mm:ss` (`Dec  3
+/// 08:31:32`, the day padded with a space), as syslog(3) writes it.
+pub fn rfc3164(secs: u64) -> [u8; 15] {
+    const MONTHS: &[u8; 36] = b"JanFebMarAprMayJunJulAugSepOctNovDec";
+    let full = seconds_rfc3339(secs);
+    let (_, month, day) = civil_from_days((secs / 86_400) as i64);
+    let mut out = *b"Jan  1 00:00:00";
+    let m = (month as usize - 1) * 3;
+    out[..3].copy_from_slice(&MONTHS[m..m + 3]);
+    out[4] = if day >= 10 {
+        b'0' + (day / 10) as u8
+    } else {
+        b' '
+    };
+    out[5] = b'0' + (day % 10) as u8;
+    out[7..].copy_from_slice(&full[11..19]);
+    out
+}
+
 /// (year, month 1-12, day 1-31) of day `z` after 1970-01-01.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -53,6 +94,16 @@ mod tests {
         // The last second of 2099 and the first of 2100 (not a leap year).
         assert_eq!(at(4_102_444_799, 999_999), "2099-12-31T23:59:59.999999Z");
         assert_eq!(at(4_107_542_400, 0), "2100-03-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn fixed_width_forms_agree_with_rfc3339() {
+        for secs in [0, 951_782_400, 1_763_777_670, 4_102_444_799] {
+            let full = at(secs, 0);
+            assert_eq!(&seconds_rfc3339(secs)[..], &full.as_bytes()[..19]);
+        }
+        assert_eq!(&rfc3164(1_764_750_692), b"Dec  3 08:31:32");
+        assert_eq!(&rfc3164(951_782_400), b"Feb 29 00:00:00");
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::identity;
 use crate::pidfile::{self, Companion, Removal};
 use crate::process::{Process, StopError, Stopped};
 use crate::state::{self, Record, Request};
+use crate::sys;
 
 /// LSB init-script status codes (LSB 4.1, "Init Script Actions").
 const STATUS_RUNNING: u8 = 0;
@@ -576,6 +577,130 @@ pub fn restart_now(instance: Instance) -> Result<u8, Failure> {
     }
 }
 
+/// `--reopen-logs`: 0 once the supervisor has reopened its files, 7 if
+/// nothing runs, 125 if what runs does not capture its output.
+pub fn reopen_logs(instance: Instance) -> Result<u8, Failure> {
+    let context = "cannot reopen the logs";
+    let not_captured = || {
+        Failure::new(
+            EXIT_FAILURE,
+            anyhow!(
+                "the daemon writes its output files itself (they are captured only with \
+                 --restart and -o/-e, or a --log-* or --syslog option); reopen them with \
+                 the daemon's own signal, or use logrotate's copytruncate"
+            )
+            .context(context),
+        )
+    };
+    match supervision(instance) {
+        Supervision::Running { record, .. } if !record.captures => Err(not_captured()),
+        Supervision::Running {
+            supervisor,
+            record,
+            lock,
+        } => {
+            let pid = supervisor.pid();
+            // Watched before the request, so that its answer cannot be
+            // missed.
+            let changes = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+                .and_then(|fd| {
+                    fd.add_watch(
+                        format!("/proc/self/fd/{}", lock.as_raw_fd()).as_str(),
+                        AddWatchFlags::IN_MODIFY,
+                    )
+                    .map(|_| fd)
+                })
+                .ok();
+            match supervisor.queue(state::control_signal(), Request::ReopenLogs.encode()) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Failure::new(
+                        EXIT_NOT_RUNNING,
+                        anyhow!("its supervisor, pid {pid}, has just exited").context(context),
+                    ));
+                }
+                Err(e) => {
+                    return Err(anyhow!(e)
+                        .context(format!("cannot signal the supervisor, pid {pid}"))
+                        .context(context)
+                        .into());
+                }
+            }
+            let deadline = Instant::now() + REOPEN_WAIT;
+            loop {
+                if read_record(&lock).is_some_and(|now| now.reopens > record.reopens) {
+                    return Ok(0);
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(Failure::new(
+                        EXIT_FAILURE,
+                        anyhow!(
+                            "the supervisor, pid {pid}, did not confirm within {} s",
+                            REOPEN_WAIT.as_secs()
+                        )
+                        .context(context),
+                    ));
+                }
+                let mut fds = vec![nix::poll::PollFd::new(
+                    supervisor.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                if let Some(changes) = &changes {
+                    fds.push(nix::poll::PollFd::new(
+                        changes.as_fd(),
+                        nix::poll::PollFlags::POLLIN,
+                    ));
+                }
+                // Without inotify, a look every 10 ms.
+                let wake = match changes {
+                    Some(_) => deadline,
+                    None => (now + Duration::from_millis(10)).min(deadline),
+                };
+                let _ = sys::poll_until(&mut fds, Some(wake));
+                let gone = fds[0].any().unwrap_or(false);
+                drop(fds);
+                if let Some(changes) = &changes {
+                    while matches!(changes.read_events(), Ok(events) if !events.is_empty()) {}
+                }
+                if gone && read_record(&lock).is_none_or(|now| now.reopens <= record.reopens) {
+                    return Err(Failure::new(
+                        EXIT_NOT_RUNNING,
+                        anyhow!("its supervisor, pid {pid}, has exited").context(context),
+                    ));
+                }
+            }
+        }
+        Supervision::Gone(record) => Err(Failure::new(
+            EXIT_FAILURE,
+            anyhow!(
+                "its supervisor, pid {}, is gone, and with it the capture of its output",
+                record.supervisor
+            )
+            .context(context),
+        )),
+        Supervision::None => {
+            let running = match instance.pidfile {
+                Some(path) => match open(path).map_err(Problem::unknown)? {
+                    Some(pf) => !matches!(find(&pf).map_err(Problem::unknown)?, Found::Stale),
+                    None => false,
+                },
+                None => false,
+            };
+            Err(match running {
+                true => not_captured(),
+                false => Failure::new(
+                    EXIT_NOT_RUNNING,
+                    anyhow!("the daemon is not running").context(context),
+                ),
+            })
+        }
+    }
+}
+
+/// How long `--reopen-logs` waits for the supervisor to confirm.
+const REOPEN_WAIT: Duration = Duration::from_secs(10);
+
 /// Whether a supervisor acts on `sig` as the contract says: passes it on
 /// to its child, or (TERM, INT) ends supervision (see `supervise`).
 fn supervise_forwards(sig: Sig) -> bool {
@@ -593,7 +718,12 @@ enum Supervision {
     /// None runs (or the instance was not started with `--restart`).
     None,
     /// It runs: pinned, and seen to hold the instance's lock after that.
-    Running { supervisor: Process, record: Record },
+    Running {
+        supervisor: Process,
+        record: Record,
+        /// The lock file the record is in.
+        lock: File,
+    },
     /// Its record is there, but it is not running (killed by SIGKILL): the
     /// record is only a hint, never a target.
     Gone(Record),
@@ -626,7 +756,11 @@ fn supervision(instance: Instance) -> Supervision {
         if !is_daemonize(pid) || !holds_lock(pid, &lock).unwrap_or(false) {
             return Supervision::Gone(record);
         }
-        return Supervision::Running { supervisor, record };
+        return Supervision::Running {
+            supervisor,
+            record,
+            lock,
+        };
     }
     Supervision::None
 }

@@ -80,11 +80,13 @@ pub struct Spawned {
     pub outcome: anyhow::Result<Outcome>,
 }
 
-/// An output file for `open(2)` in the daemon.
+/// Where the daemon's standard output or error goes.
 #[derive(Clone, Copy)]
-struct RawOutput {
-    path: *const c_char,
-    flags: c_int,
+enum RawOutput {
+    /// A file for `open(2)` in the daemon.
+    Open { path: *const c_char, flags: c_int },
+    /// A descriptor to `dup2` (a capture pipe of the supervisor's).
+    Fd(c_int),
 }
 
 /// Ids for the privilege drop, resolved before fork.
@@ -187,9 +189,18 @@ pub fn spawn(plan: &Plan, fork: Fork) -> anyhow::Result<Spawned> {
     let watchdog_pid = watchdog
         .as_mut()
         .map_or(ptr::null_mut(), |w| w[WATCHDOG_PID.len()..].as_mut_ptr());
-    let raw_output = |file: &crate::output::OutputFile| RawOutput {
+    let raw_output = |file: &crate::output::OutputFile| RawOutput::Open {
         path: file.c_path.as_ptr(),
         flags: file.flags.bits(),
+    };
+    // Captured output goes into the supervisor's pipes, and the files are
+    // the supervisor's to open.
+    let (stdout, stderr) = match plan.outputs.captured {
+        Some([out, err]) => (out.map(RawOutput::Fd), err.map(RawOutput::Fd)),
+        None => (
+            plan.outputs.stdout.as_ref().map(raw_output),
+            plan.outputs.stderr.as_ref().map(raw_output),
+        ),
     };
     let args = ChildArgs {
         report: report_w.as_raw_fd(),
@@ -205,8 +216,8 @@ pub fn spawn(plan: &Plan, fork: Fork) -> anyhow::Result<Spawned> {
         watchdog_pid,
         creds,
         dev_null: plan.dev_null.as_raw_fd(),
-        stdout: plan.outputs.stdout.as_ref().map(raw_output),
-        stderr: plan.outputs.stderr.as_ref().map(raw_output),
+        stdout,
+        stderr,
         ready,
         inherit: &inherit,
         keep: &keep,
@@ -341,57 +352,84 @@ pub fn open_as(
     path: &std::ffi::CStr,
     flags: c_int,
 ) -> nix::Result<std::os::fd::OwnedFd> {
+    rotate_as(creds, &[], path, flags).map_err(|(_, errno)| errno)
+}
+
+/// Which step of [`rotate_as`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileStep {
+    /// Renaming `renames[i].0` to `renames[i].1`.
+    Rename(usize),
+    Open,
+}
+
+/// Log rotation as the daemon's user: each `(from, to)` of `renames` in
+/// turn (a missing `from` is skipped; `to` is replaced), then `path` is
+/// opened as [`open_as`] opens it. All of it with `creds`, in one opener
+/// child, so that root renames nothing in a directory the daemon's user
+/// controls (nor in a sticky `/tmp`, whose other files root could move).
+pub fn rotate_as(
+    creds: Option<&Credentials>,
+    renames: &[(std::ffi::CString, std::ffi::CString)],
+    path: &std::ffi::CStr,
+    flags: c_int,
+) -> Result<std::os::fd::OwnedFd, (FileStep, Errno)> {
     let flags = flags | libc::O_NONBLOCK | libc::O_CLOEXEC;
     let mode = crate::output::OutputFile::MODE as c_uint;
-    let fd = match creds.filter(|c| c.change) {
-        None => {
-            // SAFETY: a NUL-terminated path; the result is checked.
-            unsafe { libc::open(path.as_ptr(), flags, mode) }
-        }
-        Some(c) => {
-            let groups: Vec<libc::gid_t> = c.groups.iter().map(|g| g.as_raw()).collect();
-            let mut result: c_int = -libc::EINVAL;
-            let args = OpenerArgs {
-                creds: RawCreds {
-                    uid: c.uid.as_raw(),
-                    gid: c.gid.as_raw(),
-                    groups: &groups,
-                },
-                path: path.as_ptr(),
-                flags,
-                mode,
-                result: &mut result,
-            };
-            let stack = Stack::new(OPENER_STACK).map_err(|_| Errno::ENOMEM)?;
-            // SAFETY: the process is single-threaded; `opener` keeps to the
-            // rules of `vfork_into` (it writes only its stack, errno and
-            // `result`, which outlives the call), and CLONE_VFORK suspends
-            // us until it has exited. CLONE_FILES shares our descriptor
-            // table, so the file it opens is ours.
-            let pid = unsafe {
-                libc::clone(
-                    opener_entry,
-                    stack.top(),
-                    libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
-                    (&args as *const OpenerArgs).cast_mut().cast(),
-                )
-            };
-            if pid == -1 {
-                return Err(Errno::last());
-            }
-            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
-            if result < 0 {
-                return Err(Errno::from_raw(-result));
-            }
-            result
-        }
+    let pairs: Vec<(*const c_char, *const c_char)> = renames
+        .iter()
+        .map(|(from, to)| (from.as_ptr(), to.as_ptr()))
+        .collect();
+    let groups: Vec<libc::gid_t> = creds
+        .filter(|c| c.change)
+        .iter()
+        .flat_map(|c| c.groups.iter().map(|g| g.as_raw()))
+        .collect();
+    let mut result: c_int = -libc::EINVAL;
+    let mut step: c_int = -1;
+    let args = OpenerArgs {
+        creds: creds.filter(|c| c.change).map(|c| RawCreds {
+            uid: c.uid.as_raw(),
+            gid: c.gid.as_raw(),
+            groups: &groups,
+        }),
+        renames: &pairs,
+        path: path.as_ptr(),
+        flags,
+        mode,
+        result: &mut result,
+        step: &mut step,
     };
-    if fd == -1 {
-        return Err(Errno::last());
+    if args.creds.is_some() {
+        let stack = Stack::new(OPENER_STACK).map_err(|_| (FileStep::Open, Errno::ENOMEM))?;
+        // SAFETY: the process is single-threaded; `opener` keeps to the
+        // rules of `vfork_into` (it writes only its stack, errno and the
+        // `result` and `step` slots, which outlive the call), and
+        // CLONE_VFORK suspends us until it has exited. CLONE_FILES shares
+        // our descriptor table, so the file it opens is ours.
+        let pid = unsafe {
+            libc::clone(
+                opener_entry,
+                stack.top(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
+                (&args as *const OpenerArgs).cast_mut().cast(),
+            )
+        };
+        if pid == -1 {
+            return Err((FileStep::Open, Errno::last()));
+        }
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+    } else {
+        // Our own credentials: the same steps, here.
+        opener(&args);
+    }
+    if result < 0 {
+        let step = usize::try_from(step).map_or(FileStep::Open, FileStep::Rename);
+        return Err((step, Errno::from_raw(-result)));
     }
     // SAFETY: a descriptor just opened (by us, or by the opener in our
     // shared table), owned by nothing else.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(result) };
     // Blocking again, as the daemon's own descriptor is.
     // SAFETY: fcntl on our own descriptor with integer arguments.
     unsafe {
@@ -403,36 +441,51 @@ pub fn open_as(
     Ok(fd)
 }
 
-/// What the opener child reads, and where it writes its result: the new
-/// descriptor, or minus the errno.
+/// What the opener reads, and where it writes its result: the new
+/// descriptor, or minus the errno and the failed step (-1 for the open).
 struct OpenerArgs<'a> {
-    creds: RawCreds<'a>,
+    creds: Option<RawCreds<'a>>,
+    renames: &'a [(*const c_char, *const c_char)],
     path: *const c_char,
     flags: c_int,
     mode: c_uint,
     result: *mut c_int,
+    step: *mut c_int,
 }
 
 /// The opener needs only a few frames.
 const OPENER_STACK: usize = 16 * 1024;
 
 extern "C" fn opener_entry(args: *mut libc::c_void) -> c_int {
-    // SAFETY: `open_as` passes a pointer to an OpenerArgs that outlives us.
-    let args = unsafe { &*(args as *const OpenerArgs) };
-    let failed = set_ids(args.creds).is_err();
-    // SAFETY: open on the NUL-terminated path prepared before the clone;
-    // `result` is the slot set aside for us; _exit ends the child without
-    // running anything of the parent's.
-    unsafe {
-        *args.result = if failed {
-            -Errno::last_raw()
-        } else {
-            match libc::open(args.path, args.flags, args.mode) {
-                -1 => -Errno::last_raw(),
-                fd => fd,
-            }
-        };
-        libc::_exit(0)
+    // SAFETY: `rotate_as` passes a pointer to an OpenerArgs that outlives us.
+    opener(unsafe { &*(args as *const OpenerArgs) });
+    // SAFETY: _exit ends the child without running anything of the parent's.
+    unsafe { libc::_exit(0) }
+}
+
+/// The opener's steps: async-signal-safe system calls only, writing only
+/// the result slots.
+fn opener(args: &OpenerArgs) {
+    // SAFETY: `result` and `step` are the slots set aside by `rotate_as`.
+    let put = |result: c_int, step: c_int| unsafe {
+        *args.result = result;
+        *args.step = step;
+    };
+    if let Some(creds) = args.creds
+        && set_ids(creds).is_err()
+    {
+        return put(-Errno::last_raw(), -1);
+    }
+    for (i, &(from, to)) in args.renames.iter().enumerate() {
+        // SAFETY: NUL-terminated paths prepared before the clone.
+        if unsafe { libc::rename(from, to) } == -1 && Errno::last_raw() != libc::ENOENT {
+            return put(-Errno::last_raw(), i as c_int);
+        }
+    }
+    // SAFETY: open on the NUL-terminated path prepared before the clone.
+    match unsafe { libc::open(args.path, args.flags, args.mode) } {
+        -1 => put(-Errno::last_raw(), -1),
+        fd => put(fd, -1),
     }
 }
 
@@ -817,10 +870,11 @@ fn set_ids(creds: RawCreds) -> Result<(), Stage> {
     Ok(())
 }
 
-/// Points `target` (1 or 2) at a freshly opened file, or at `/dev/null`.
+/// Points `target` (1 or 2) at a freshly opened file, a capture pipe, or
+/// `/dev/null`.
 ///
 /// # Safety
-/// `file.path` must be a valid NUL-terminated string.
+/// A file's `path` must be a valid NUL-terminated string.
 unsafe fn redirect(
     report: c_int,
     target: c_int,
@@ -833,18 +887,22 @@ unsafe fn redirect(
     unsafe {
         // O_NONBLOCK: a FIFO with no reader fails with ENXIO instead of
         // hanging the start; it is cleared again before the daemon runs.
-        let fd = match file {
-            Some(f) => libc::open(
-                f.path,
-                f.flags | libc::O_NONBLOCK,
-                crate::output::OutputFile::MODE as c_uint,
+        let (fd, opened) = match file {
+            Some(RawOutput::Open { path, flags }) => (
+                libc::open(
+                    path,
+                    flags | libc::O_NONBLOCK,
+                    crate::output::OutputFile::MODE as c_uint,
+                ),
+                true,
             ),
-            None => dev_null,
+            Some(RawOutput::Fd(fd)) => (fd, false),
+            None => (dev_null, false),
         };
         if fd == -1 {
             fail(report, stage);
         }
-        if file.is_some() {
+        if opened {
             let flags = libc::fcntl(fd, libc::F_GETFL);
             if flags == -1 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) == -1 {
                 fail(report, stage);
@@ -853,7 +911,7 @@ unsafe fn redirect(
         if libc::dup2(fd, target) == -1 {
             fail(report, stage);
         }
-        if file.is_some() {
+        if opened {
             libc::close(fd);
         }
     }

@@ -18,13 +18,14 @@ use nix::unistd::Pid;
 use crate::cli::Cli;
 use crate::detach;
 use crate::error::Failure;
+use crate::output::{NoPump, Pump};
 use crate::plan::Plan;
 use crate::process;
 use crate::report;
 use crate::sys;
 
 pub fn start(plan: &mut Plan) -> Result<(), Failure> {
-    let started = spawn_and_confirm(plan, detach::Fork::Detach).map(|_| ());
+    let started = spawn_and_confirm(plan, detach::Fork::Detach, &mut NoPump).map(|_| ());
     if started.is_err() {
         undo(plan);
     }
@@ -34,9 +35,10 @@ pub fn start(plan: &mut Plan) -> Result<(), Failure> {
 /// A supervisor's first start (`supervise`): COMMAND forked as its child,
 /// confirmed exactly as a plain start is, and undone the same way on
 /// failure. `Some(pid)` names the process the pidfile now names; `None`
-/// says COMMAND has already exited 0, leaving nothing.
-pub fn start_child(plan: &mut Plan) -> Result<Option<Pid>, Failure> {
-    let started = spawn_and_confirm(plan, detach::Fork::Child);
+/// says COMMAND has already exited 0, leaving nothing. `pump` keeps log
+/// capture going meanwhile.
+pub fn start_child(plan: &mut Plan, pump: &mut dyn Pump) -> Result<Option<Pid>, Failure> {
+    let started = spawn_and_confirm(plan, detach::Fork::Child, pump);
     if started.is_err() {
         undo(plan);
     }
@@ -56,7 +58,11 @@ fn undo(plan: &Plan) {
     }
 }
 
-fn spawn_and_confirm(plan: &mut Plan, fork: detach::Fork) -> Result<Option<Pid>, Failure> {
+fn spawn_and_confirm(
+    plan: &mut Plan,
+    fork: detach::Fork,
+    pump: &mut dyn Pump,
+) -> Result<Option<Pid>, Failure> {
     // As a subreaper, the original process inherits the daemon when the
     // intermediate child exits, and whatever the daemon leaves when it
     // forks and exits, so a start can follow it, or stop all of it.
@@ -101,7 +107,7 @@ fn spawn_and_confirm(plan: &mut Plan, fork: detach::Fork) -> Result<Option<Pid>,
     );
     if let Some(ready) = plan.ready.as_mut() {
         // On failure the daemon has been stopped and reaped already.
-        ready.wait(pid, &plan.outputs, plan.creds.as_ref())?;
+        ready.wait(pid, &plan.outputs, plan.creds.as_ref(), pump)?;
         write_pid(plan, pid)?;
         return Ok(Some(pid));
     }
@@ -112,14 +118,14 @@ fn spawn_and_confirm(plan: &mut Plan, fork: detach::Fork) -> Result<Option<Pid>,
             done(plan);
         }
     };
-    let Some(pid) = settle(pid, plan)? else {
+    let Some(pid) = settle(pid, plan, pump)? else {
         done(plan);
         return Ok(None);
     };
     write_pid(plan, pid)?;
     // One more look, now that the pidfile names it: a command that failed
     // at once has had a little longer to show it.
-    match settle(pid, plan)? {
+    match settle(pid, plan, pump)? {
         Some(same) if same == pid => Ok(Some(pid)),
         Some(other) => write_pid(plan, other).map(|()| Some(other)),
         None => {
@@ -153,7 +159,7 @@ fn done(plan: &Plan) {
 /// was done); the process it left becomes the daemon (`Some`), if any
 /// (docs/design.md, "A start that does not stay up"). Any other end is a
 /// failed start, reported with its status and what it wrote to its log.
-fn settle(pid: Pid, plan: &Plan) -> Result<Option<Pid>, Failure> {
+fn settle(pid: Pid, plan: &Plan, pump: &mut dyn Pump) -> Result<Option<Pid>, Failure> {
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
     match waitid(Id::Pid(pid), flags) {
         Ok(WaitStatus::Exited(_, 0)) => {
@@ -170,6 +176,8 @@ fn settle(pid: Pid, plan: &Plan) -> Result<Option<Pid>, Failure> {
         }
         Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
             let why = process::reap(pid).map_or_else(|| "exited".to_owned(), process::ended);
+            // Under capture, its last words may still be in the pipes.
+            pump.drain();
             let tail = plan.outputs.tail(plan.creds.as_ref());
             Err(anyhow!("the daemon (pid {pid}) {why} as it started{tail}").into())
         }

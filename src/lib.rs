@@ -33,6 +33,7 @@
 
 #![deny(unsafe_code)]
 
+mod capture;
 pub mod cli;
 mod clock;
 mod control;
@@ -40,6 +41,7 @@ mod detach;
 mod error;
 mod identity;
 mod launch;
+mod lines;
 pub mod logging;
 mod machine;
 mod output;
@@ -96,6 +98,7 @@ pub fn run(cli: cli::Cli) -> Result<u8, Failure> {
         } => control::stop(instance, signal, timeout),
         cli::Mode::Signal { instance, signal } => control::signal(instance, signal),
         cli::Mode::RestartNow(instance) => control::restart_now(instance),
+        cli::Mode::ReopenLogs(instance) => control::reopen_logs(instance),
         cli::Mode::Supervise => launch::start_supervised(&cli),
         cli::Mode::Start => {
             let mut plan = plan::Plan::new(&cli)?;

@@ -29,6 +29,9 @@ pub enum Policy {
     /// INT, HUP or PIPE, a missed readiness or watchdog deadline (as
     /// systemd's `Restart=on-failure`).
     OnFailure,
+    /// Not at all: log capture without `--restart` (the supervisor ends
+    /// with COMMAND's first run).
+    Never,
 }
 
 /// The supervision settings, from the command line.
@@ -380,12 +383,17 @@ impl Machine {
         let restart = match self.config.policy {
             Policy::Always => true,
             Policy::OnFailure => failed,
+            Policy::Never => false,
         };
         if !restart {
             self.state = State::Done;
+            let why = match self.config.policy {
+                Policy::Never => "done (no --restart)",
+                _ => "not restarting it (on-failure)",
+            };
             return vec![
                 Effect::ClearPid,
-                Effect::Say(format!("{}; not restarting it (on-failure)", describe(end))),
+                Effect::Say(format!("{}; {why}", describe(end))),
                 Effect::Exit,
             ];
         }

@@ -66,6 +66,44 @@ pub struct Outputs {
     /// `None` with `stdout` set means standard error follows standard output
     /// (one open file description, like systemd's `StandardError=inherit`).
     pub stderr: Option<OutputFile>,
+    /// Under log capture (`capture`): the supervisor's pipe ends that
+    /// become the daemon's fds 1 and 2 instead of the files (`None` for 2
+    /// with `Some` for 1: standard error shares standard output's pipe;
+    /// `None` alone: `/dev/null`).
+    pub captured: Option<[Option<std::os::fd::RawFd>; 2]>,
+}
+
+/// What must go on while a start is confirmed (`launch`, `ready`): the
+/// supervisor's log capture reads COMMAND's pipes, or COMMAND would block
+/// on a full one, and it writes out what it read before a failure message
+/// quotes the log.
+pub trait Pump {
+    /// The descriptors to poll for reading, in a fixed order.
+    fn fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>>;
+    /// Reads from each descriptor of [`Pump::fds`] marked ready.
+    fn pump(&mut self, ready: &[bool]);
+    /// When [`Pump::retry`] is due, if ever.
+    fn deadline(&self) -> Option<std::time::Instant>;
+    /// Retries what was held back (a full disk).
+    fn retry(&mut self);
+    /// Reads and writes out everything there is now, without waiting:
+    /// COMMAND has ended, and its last words are wanted.
+    fn drain(&mut self);
+}
+
+/// No capture: nothing to pump.
+pub struct NoPump;
+
+impl Pump for NoPump {
+    fn fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        Vec::new()
+    }
+    fn pump(&mut self, _: &[bool]) {}
+    fn deadline(&self) -> Option<std::time::Instant> {
+        None
+    }
+    fn retry(&mut self) {}
+    fn drain(&mut self) {}
 }
 
 impl Outputs {
@@ -81,7 +119,11 @@ impl Outputs {
         if stderr.as_ref().map(|e| &e.path) == stdout.as_ref().map(|o| &o.path) {
             stderr = None;
         }
-        Ok(Outputs { stdout, stderr })
+        Ok(Outputs {
+            stdout,
+            stderr,
+            captured: None,
+        })
     }
 
     /// Notes each file's current size, just before the daemon is started:

@@ -44,7 +44,7 @@ use nix::unistd::{Pid, Uid, UnlinkatFlags, geteuid, getpid, unlinkat};
 
 use crate::error::Failure;
 use crate::identity;
-use crate::output::Outputs;
+use crate::output::{Outputs, Pump};
 use crate::process::{self, Process, Stopped};
 use crate::sys;
 use crate::user::Credentials;
@@ -239,6 +239,7 @@ impl Readiness {
         pid: Pid,
         outputs: &Outputs,
         creds: Option<&Credentials>,
+        pump: &mut dyn Pump,
     ) -> Result<(), Failure> {
         // Our copy of the pipe's write end would hide the daemon's EOF.
         if let Channel::Fd(pipe) = &mut self.channel {
@@ -255,11 +256,15 @@ impl Readiness {
                     .into());
             }
         };
-        let verdict = self.watch(&daemon);
+        let verdict = self.watch(&daemon, pump);
         // The decision is made; now its effect, outside the loop.
         let what = match verdict {
             Verdict::Ready => return Ok(()),
-            Verdict::Died => return Err(died(daemon, outputs, creds)),
+            Verdict::Died => {
+                // Its last words are in the pipes still, under capture.
+                pump.drain();
+                return Err(died(daemon, outputs, creds));
+            }
             Verdict::Closed(fd) => format!(
                 "the daemon (pid {pid}) closed descriptor {fd} without writing a newline (not ready)"
             ),
@@ -286,7 +291,7 @@ impl Readiness {
     /// pidfd and the interrupts, whose only wait is the poll, until a
     /// deadline (the timeout, or the grace an EOF gives the exit behind
     /// it). It decides, and acts on nothing: [`Readiness::wait`] does.
-    fn watch(&mut self, daemon: &Process) -> Verdict {
+    fn watch(&mut self, daemon: &Process, pump: &mut dyn Pump) -> Verdict {
         let pid = daemon.pid();
         tracing::info!(pid = pid.as_raw(), timeout = ?self.timeout, "waiting for the daemon to be ready");
         let started = Instant::now();
@@ -296,24 +301,34 @@ impl Readiness {
         // the kernel reports after it closes the files) has until then.
         let mut eof_until: Option<Instant> = None;
         loop {
-            let wake = match (deadline, eof_until) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wake = [deadline, eof_until, pump.deadline()]
+                .into_iter()
+                .flatten()
+                .min();
+            let pumped = pump.fds();
             let mut fds = vec![
                 PollFd::new(daemon.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.interrupts.fd.as_fd(), PollFlags::POLLIN),
             ];
-            if eof_until.is_none() {
+            // After its EOF, the channel has nothing more to say.
+            let listening = eof_until.is_none();
+            if listening {
                 fds.push(PollFd::new(self.channel.fd(), PollFlags::POLLIN));
             }
-            let n = match sys::poll_until(&mut fds, wake) {
-                Ok(n) => n,
-                Err(e) => return Verdict::Broken(anyhow!(e).context("cannot wait for the daemon")),
-            };
-            let ready = |i: usize| fds.get(i).and_then(|f| f.any()).unwrap_or(false);
-            let (exited, interrupted, channel_ready) = (ready(0), ready(1), ready(2));
+            let first_pumped = fds.len();
+            fds.extend(pumped.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
+            if let Err(e) = sys::poll_until(&mut fds, wake) {
+                return Verdict::Broken(anyhow!(e).context("cannot wait for the daemon"));
+            }
+            let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+            let (exited, interrupted) = (ready[0], ready[1]);
+            let channel_ready = listening && ready[2];
             drop(fds);
+            drop(pumped);
+            pump.pump(&ready[first_pumped..]);
+            if pump.deadline().is_some_and(|d| Instant::now() >= d) {
+                pump.retry();
+            }
             if channel_ready {
                 match self.channel.receive(pid, &mut self.status) {
                     Ok(Event::Ready) => {
@@ -347,10 +362,10 @@ impl Readiness {
                 return Verdict::Died;
             }
             let now = Instant::now();
-            if n == 0 && eof_until.is_some_and(|t| now >= t) {
+            if eof_until.is_some_and(|t| now >= t) {
                 return Verdict::Closed(self.channel.target());
             }
-            if n == 0 && deadline.is_some_and(|d| now >= d) {
+            if deadline.is_some_and(|d| now >= d) {
                 return Verdict::TimedOut;
             }
         }

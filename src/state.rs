@@ -96,6 +96,11 @@ pub struct Record {
     pub status: Option<String>,
     /// The supervisor's last message (a restart, giving up).
     pub message: Option<String>,
+    /// Whether it captures COMMAND's output (`--reopen-logs` needs it).
+    pub captures: bool,
+    /// How many times it has reopened its files (`--reopen-logs` waits
+    /// for this to change).
+    pub reopens: u64,
 }
 
 impl Record {
@@ -111,6 +116,8 @@ impl Record {
             child_since: None,
             status: None,
             message: None,
+            captures: false,
+            reopens: 0,
         }
     }
 
@@ -130,6 +137,9 @@ impl Record {
             line("child", &child.to_string());
         }
         line("restarts", &self.restarts.to_string());
+        if self.captures {
+            line("reopens", &self.reopens.to_string());
+        }
         if let Some(at) = self.next_restart {
             line("next-restart-ms", &at.to_string());
         }
@@ -187,6 +197,10 @@ impl Record {
                 "phase" => phase = Phase::from_word(value),
                 "child" => record.child = value.parse().ok().filter(|&p: &i32| p > 0),
                 "restarts" => record.restarts = value.parse().ok()?,
+                "reopens" => {
+                    record.captures = true;
+                    record.reopens = value.parse().ok()?;
+                }
                 "next-restart-ms" => record.next_restart = value.parse().ok(),
                 "child-since-ms" => record.child_since = value.parse().ok(),
                 "last-end" => record.last_end = Some(value.to_owned()),
@@ -240,10 +254,13 @@ pub enum Request {
     Stop { signal: i32, timeout: Duration },
     /// `--restart-now`.
     RestartNow,
+    /// `--reopen-logs`.
+    ReopenLogs,
 }
 
 const STOP: u64 = 1;
 const RESTART_NOW: u64 = 2;
+const REOPEN_LOGS: u64 = 3;
 
 /// The longest timeout a request carries (the 48 bits left in the value).
 const TIMEOUT_MAX_MS: u64 = (1 << 48) - 1;
@@ -260,6 +277,7 @@ impl Request {
                 STOP | (u64::from(signal as u8) << 8) | (ms << 16)
             }
             Request::RestartNow => RESTART_NOW,
+            Request::ReopenLogs => REOPEN_LOGS,
         }
     }
 
@@ -275,6 +293,7 @@ impl Request {
                 })
             }
             RESTART_NOW if value == RESTART_NOW => Some(Request::RestartNow),
+            REOPEN_LOGS if value == REOPEN_LOGS => Some(Request::ReopenLogs),
             _ => None,
         }
     }
@@ -296,6 +315,8 @@ mod tests {
             child_since: Some(1_764_000_000_000),
             status: Some("Ready to accept\nconnections\x1b[31m".into()),
             message: Some("restarting".into()),
+            captures: true,
+            reopens: 3,
         }
     }
 
@@ -357,6 +378,7 @@ mod tests {
     fn requests_round_trip_and_stray_values_mean_nothing() {
         for request in [
             Request::RestartNow,
+            Request::ReopenLogs,
             Request::Stop {
                 signal: 15,
                 timeout: Duration::from_millis(10_000),
@@ -368,7 +390,15 @@ mod tests {
         ] {
             assert_eq!(Request::decode(request.encode()), Some(request));
         }
-        for value in [0, 3, 0xff, RESTART_NOW | 0x100, STOP, STOP | (65 << 8)] {
+        for value in [
+            0,
+            4,
+            0xff,
+            REOPEN_LOGS | 0x100,
+            RESTART_NOW | 0x100,
+            STOP,
+            STOP | (65 << 8),
+        ] {
             assert_eq!(Request::decode(value), None, "{value:#x}");
         }
     }

@@ -20,6 +20,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, anyhow};
@@ -29,12 +30,14 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::{Pid, getpid};
 
+use crate::capture::{Capture, Settings, SyslogSettings};
 use crate::cli::Cli;
 use crate::clock;
 use crate::detach;
 use crate::error::{self, Failure};
 use crate::launch;
 use crate::machine::{Config, Effect, End, Event, Machine, Policy, State};
+use crate::output::{NoPump, Pump};
 use crate::plan::Plan;
 use crate::process;
 use crate::report;
@@ -92,6 +95,8 @@ struct Supervisor {
     state_files: Vec<File>,
     /// `/dev/log`, when there is no log file for the messages.
     syslog: Option<UnixDatagram>,
+    /// Log capture: COMMAND's output through our pipes.
+    capture: Option<Capture>,
 }
 
 impl Supervisor {
@@ -110,6 +115,27 @@ impl Supervisor {
         // A log reader that went away is an error to handle, not a death.
         sys::ignore_signal(nix::sys::signal::Signal::SIGPIPE);
         let mut plan = Plan::new(cli)?;
+        let mut capture = match cli.captures() {
+            true => {
+                let capture = Capture::open(
+                    &plan.outputs,
+                    plan.creds.as_ref(),
+                    capture_settings(cli, &plan),
+                    &plan.as_user(),
+                );
+                match capture {
+                    Ok(capture) => Some(capture),
+                    Err(e) => {
+                        for lock in &plan.locks {
+                            lock.discard();
+                        }
+                        return Err(e.into());
+                    }
+                }
+            }
+            false => None,
+        };
+        plan.outputs.captured = capture.as_ref().map(Capture::child_fds);
         // Our paths are absolute now: the supervisor pins no directory.
         std::env::set_current_dir("/").context("cannot change directory to '/'")?;
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(plan.umask));
@@ -123,7 +149,13 @@ impl Supervisor {
             return Err(e.into());
         }
         let config = config(cli);
-        let first = launch::start_child(&mut plan)?;
+        let first = match capture.as_mut() {
+            Some(capture) => launch::start_child(&mut plan, capture),
+            None => launch::start_child(&mut plan, &mut NoPump),
+        }?;
+        if let (Some(capture), Some(pid)) = (capture.as_mut(), first) {
+            capture.set_pid(pid.as_raw());
+        }
         let now = Instant::now();
         let machine = Machine::confirmed(config, now);
         let state_files = plan.locks.iter().filter_map(|l| l.state_file()).collect();
@@ -139,7 +171,9 @@ impl Supervisor {
             record: Record::new(me.as_raw()),
             state_files,
             syslog: None,
+            capture,
         };
+        supervisor.record.captures = supervisor.capture.is_some();
         supervisor.record.child = first.map(Pid::as_raw);
         supervisor.record.child_since = first.map(|_| state::epoch_ms(SystemTime::now()));
         Ok(supervisor)
@@ -149,6 +183,13 @@ impl Supervisor {
     /// with the daemon's credentials (never root's through the daemon's
     /// path), appending; or `/dev/null` when there is none.
     fn redirect_messages(&mut self) {
+        if self.capture.is_some() {
+            // Our messages go through the capture, into its files.
+            if let Err(errno) = sys::redirect_stderr(&self.plan.dev_null) {
+                tracing::debug!(%errno, "cannot redirect standard error");
+            }
+            return;
+        }
         let outputs = &self.plan.outputs;
         let log = outputs.stderr.as_ref().or(outputs.stdout.as_ref());
         let opened = log.and_then(|file| {
@@ -170,13 +211,16 @@ impl Supervisor {
     }
 
     fn run(mut self) -> u8 {
-        self.say(&format!(
-            "started; supervising it (restart {})",
-            match self.machine.config.policy {
-                Policy::Always => "always",
-                Policy::OnFailure => "on-failure",
-            }
-        ));
+        let policy = match self.machine.config.policy {
+            Policy::Always => Some("always"),
+            Policy::OnFailure => Some("on-failure"),
+            // Capture alone: nothing to announce.
+            Policy::Never => None,
+        };
+        if let Some(policy) = policy {
+            self.say(&format!("started; supervising it (restart {policy})"));
+        }
+        self.say_notes();
         if self.child.is_none() {
             // COMMAND was done at once: that end counts like any other.
             self.handle(Event::Exited(End::Exited(0)), Instant::now());
@@ -185,13 +229,21 @@ impl Supervisor {
         // The start-up code's pages go back; the loop's come back as used.
         sys::release_executable_pages();
         loop {
-            let deadline = self.machine.deadline();
-            let (signalled, noticed) = self.wait(deadline);
+            let retry = self.capture.as_ref().and_then(|c| c.deadline());
+            let deadline = [self.machine.deadline(), retry].into_iter().flatten().min();
+            let woke = self.wait(deadline);
+            if let Some(capture) = self.capture.as_mut() {
+                capture.pump(&woke.pipes);
+                if capture.deadline().is_some_and(|d| Instant::now() >= d) {
+                    capture.retry();
+                }
+            }
+            self.say_notes();
             let now = Instant::now();
-            if signalled {
+            if woke.signals {
                 self.read_signals(now);
             }
-            if noticed {
+            if woke.notices {
                 self.read_notices(now);
             }
             self.reap(now);
@@ -203,23 +255,41 @@ impl Supervisor {
     }
 
     /// One poll: until something arrives, or `deadline`.
-    fn wait(&self, deadline: Option<Instant>) -> (bool, bool) {
+    fn wait(&self, deadline: Option<Instant>) -> Woke {
         let ready_fd = self.plan.ready.as_ref().and_then(|r| r.poll_fd());
+        let pipes = self.capture.as_ref().map(|c| c.fds()).unwrap_or_default();
         let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
         if let Some(fd) = ready_fd {
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
+        let first_pipe = fds.len();
+        fds.extend(pipes.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
         if let Err(errno) = sys::poll_until(&mut fds, deadline) {
             // Nothing better to do than to look at everything.
             tracing::warn!(%errno, "poll failed");
-            return (true, true);
+            return Woke {
+                signals: true,
+                notices: true,
+                pipes: vec![true; pipes.len()],
+            };
         }
-        let ready = |i: usize| {
-            fds.get(i)
-                .and_then(|f| f.revents())
-                .is_some_and(|r| !r.is_empty())
-        };
-        (ready(0), ready(1))
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        Woke {
+            signals: ready[0],
+            notices: ready_fd.is_some() && ready[1],
+            pipes: ready[first_pipe..].to_vec(),
+        }
+    }
+
+    /// What the capture has to say (a held write, a failed rotation).
+    fn say_notes(&mut self) {
+        let notes = self.capture.as_mut().map(Capture::take_notes);
+        for note in notes.into_iter().flatten() {
+            self.say(&note);
+        }
     }
 
     fn read_signals(&mut self, now: Instant) {
@@ -237,6 +307,14 @@ impl Supervisor {
                             self.handle(Event::Stop(signal), now);
                         }
                         Some(Request::RestartNow) => self.handle(Event::RestartNow, now),
+                        Some(Request::ReopenLogs) => {
+                            if let Some(capture) = self.capture.as_mut() {
+                                capture.reopen();
+                                self.record.reopens += 1;
+                                self.say("reopened the log files (--reopen-logs)");
+                                self.say_notes();
+                            }
+                        }
                         None => tracing::debug!(code = info.ssi_code, "stray control signal"),
                     }
                 }
@@ -296,6 +374,11 @@ impl Supervisor {
             if Some(end.0) == self.child {
                 self.child = None;
                 self.record.child = None;
+                // Its last lines first, then what we say about its end.
+                if let Some(capture) = self.capture.as_mut() {
+                    capture.drain();
+                }
+                self.say_notes();
                 self.handle(Event::Exited(end.1), now);
             }
         }
@@ -357,6 +440,9 @@ impl Supervisor {
         }
         self.child = Some(pid);
         self.last_child = Some(pid);
+        if let Some(capture) = self.capture.as_mut() {
+            capture.set_pid(pid.as_raw());
+        }
         self.record.child = Some(pid.as_raw());
         self.record.child_since = Some(state::epoch_ms(SystemTime::now()));
         tracing::debug!(pid = pid.as_raw(), "restarted");
@@ -385,6 +471,17 @@ impl Supervisor {
         if killed > 0 {
             tracing::info!(killed, "stopped what COMMAND left running");
         }
+        if let Some(capture) = self.capture.as_mut() {
+            // Everything read, and (a full disk permitting) written.
+            capture.drain();
+            for _ in 0..FINAL_RETRIES {
+                if !capture.holding() {
+                    break;
+                }
+                std::thread::sleep(crate::capture::RETRY);
+                capture.retry();
+            }
+        }
         self.record.phase = Phase::Done;
         self.write_state();
         // Its drop removes the notification socket and its directory.
@@ -400,6 +497,12 @@ impl Supervisor {
         let child = self
             .last_child
             .map_or_else(String::new, |pid| format!(" (pid {pid})"));
+        if let Some(capture) = self.capture.as_mut() {
+            let body = format!("{}{child} {text}", self.command);
+            capture.message(self.me.as_raw(), &body);
+            self.record.message = Some(text.to_owned());
+            return;
+        }
         let line = format!(
             "{} daemonize[{}]: {}{child} {text}\n",
             clock::rfc3339(SystemTime::now()),
@@ -460,10 +563,45 @@ fn syslog_socket() -> Option<UnixDatagram> {
     Some(socket)
 }
 
+/// What the loop's poll found.
+struct Woke {
+    signals: bool,
+    notices: bool,
+    /// For each of the capture's descriptors, in its order.
+    pipes: Vec<bool>,
+}
+
+/// How many times (a second apart) held output is tried again as the
+/// supervisor exits, before what is left is given up.
+const FINAL_RETRIES: usize = 5;
+
+/// The capture settings on the command line.
+fn capture_settings(cli: &Cli, plan: &Plan) -> Settings {
+    let tag = cli.syslog_tag.clone().unwrap_or_else(|| {
+        let command = plan.command();
+        Path::new(&*command)
+            .file_name()
+            .map_or_else(|| command.to_string(), |n| n.to_string_lossy().into_owned())
+    });
+    Settings {
+        max_size: cli.log_max_size,
+        keep: cli.log_keep.unwrap_or(5),
+        timestamps: cli.log_timestamps,
+        syslog: cli.syslog.map(|facility| SyslogSettings {
+            facility,
+            tag,
+            socket: cli
+                .syslog_socket
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/dev/log")),
+        }),
+    }
+}
+
 /// The supervision settings on the command line.
 fn config(cli: &Cli) -> Config {
     Config {
-        policy: cli.restart.unwrap_or(Policy::Always),
+        policy: cli.restart.unwrap_or(Policy::Never),
         delay: cli
             .restart_delay
             .unwrap_or(std::time::Duration::from_millis(100)),
@@ -488,6 +626,7 @@ fn absolutize(cli: &mut Cli) -> anyhow::Result<()> {
         &mut cli.chdir,
         &mut cli.stdout,
         &mut cli.stderr,
+        &mut cli.syslog_socket,
     ];
     for path in paths.into_iter().flatten() {
         if path.is_relative() {

@@ -381,6 +381,20 @@ pub fn adopt_pipe(fd: RawFd) -> Option<OwnedFd> {
     Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
+/// The local time zone's offset from UTC at `secs` after the epoch, in
+/// seconds (`tm_gmtoff` of localtime_r), for syslog's local timestamps; 0
+/// if the time cannot be converted.
+pub fn utc_offset(secs: i64) -> i64 {
+    let t = secs as libc::time_t;
+    let mut tm = std::mem::MaybeUninit::<libc::tm>::zeroed();
+    // SAFETY: localtime_r reads `t` and writes only into `tm`, which we own;
+    // the struct is zeroed, so it is initialised whatever the call does.
+    let converted = unsafe { !libc::localtime_r(&t, tm.as_mut_ptr()).is_null() };
+    // SAFETY: zero-initialised above, and filled in by localtime_r.
+    let tm = unsafe { tm.assume_init() };
+    if converted { tm.tm_gmtoff } else { 0 }
+}
+
 /// Lets go of the resident pages of our own executable's read-only
 /// mappings (`MADV_DONTNEED`): a supervisor's start-up code (parsing, the
 /// plan, the first start) is done with, and need not stay mapped for the

@@ -12,7 +12,7 @@ use anyhow::{Context, anyhow, bail};
 use nix::unistd::{Gid, Group, Uid, User, getegid, geteuid, getgid, getuid};
 
 /// Who the daemon runs as.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Credentials {
     /// The user as given (`app` or `1001`), for messages.
     pub shown: String,
