@@ -238,16 +238,23 @@ impl Supervisor {
                     capture.retry();
                 }
             }
-            self.say_notes();
+            let said = self.say_notes();
             let now = Instant::now();
+            let due = self.machine.deadline().is_some_and(|d| now >= d);
+            if !(woke.signals || woke.notices || due || said) {
+                // Only output came: nothing for the state machine, and a
+                // system call per read is all the capture costs.
+                continue;
+            }
             if woke.signals {
                 self.read_signals(now);
+                // A child's end comes as SIGCHLD, which only this reads.
+                self.reap(now);
             }
             if woke.notices {
                 self.read_notices(now);
             }
-            self.reap(now);
-            if self.machine.deadline().is_some_and(|d| now >= d) {
+            if due {
                 self.handle(Event::Timer, now);
             }
             self.write_state();
@@ -284,12 +291,15 @@ impl Supervisor {
         }
     }
 
-    /// What the capture has to say (a held write, a failed rotation).
-    fn say_notes(&mut self) {
+    /// What the capture has to say (a held write, a failed rotation);
+    /// whether there was anything.
+    fn say_notes(&mut self) -> bool {
         let notes = self.capture.as_mut().map(Capture::take_notes);
-        for note in notes.into_iter().flatten() {
-            self.say(&note);
+        let notes = notes.unwrap_or_default();
+        for note in &notes {
+            self.say(note);
         }
+        !notes.is_empty()
     }
 
     fn read_signals(&mut self, now: Instant) {
