@@ -23,7 +23,7 @@ _daemonize() {
 
     case "${cmd}" in
         daemonize)
-            opts="-c -m -o -e -a -E -p -l -u -g -r -P -v -h -V --chdir --umask --stdout --stderr --append --truncate --env --keep-fds --pidfile --lockfile --user --group --wait-ready --ready-fd --ready-timeout --restart --restart-delay --restart-max-delay --max-restarts --supervisor-pidfile --watchdog --status --stop --signal --reload --restart-now --timeout --verbose --help --version"
+            opts="-c -m -o -e -a -E -p -l -u -g -r -P -v -h -V --chdir --umask --stdout --stderr --append --truncate --env --keep-fds --pidfile --lockfile --user --group --wait-ready --ready-fd --ready-timeout --restart --restart-delay --restart-max-delay --max-restarts --supervisor-pidfile --watchdog --log-max-size --log-keep --log-timestamps --syslog --syslog-tag --syslog-socket --reopen-logs --status --stop --signal --reload --restart-now --timeout --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -142,6 +142,26 @@ _daemonize() {
                     return 0
                     ;;
                 --watchdog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-max-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --syslog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --syslog-tag)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --syslog-socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -158,6 +158,27 @@ sections![
   daemon the same way, unless the caller ignores them (as nohup does
   SIGHUP). The pidfile names the daemon only once it is ready."
     ),
+    (
+        "LOG CAPTURE",
+        "Log capture",
+        "  \
+  Without these options the daemon writes its -o/-e files itself. With
+  --log-max-size, --log-timestamps or --syslog (or --restart with -o/-e)
+  the supervisor reads COMMAND's output from pipes and writes it: lines
+  are never split between files nor lost (at a rotation, a restart, or a
+  final line without newline, which gets one); lines over 64 KiB are cut
+  into 64 KiB lines. Rotation renames FILE.N-1 to FILE.N ... FILE to
+  FILE.1, as the daemon's user. When the disk is full or syslog does not
+  read, COMMAND blocks on its pipe and the supervisor retries every
+  second. --reopen-logs reopens the files for logrotate's postrotate
+  (use create, not copytruncate); SIGHUP still goes to COMMAND.
+  --syslog sends each line to /dev/log (rsyslog, journald) as
+  <PRI>Mmm dd hh:mm:ss TAG[PID]: line, stdout at info, stderr at err.
+
+    daemonize -p /run/app.pid -o /var/log/app.log --log-max-size 10M -- app
+    daemonize -p /run/app.pid --reopen-logs
+    daemonize --syslog=local3 --syslog-tag app -p /run/app.pid -- app"
+    ),
 ];
 
 /// Raw options. See docs/design.md, "Command line", for the contract behind

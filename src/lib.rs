@@ -8,14 +8,16 @@
 //!   signal sets and dispositions, NSS); with `detach`, the only `unsafe`
 //!   code; imports nothing of ours. `error` and `logging`: exit codes and
 //!   diagnostics. `clock` (RFC 3339 time), `machine` (the supervisor's
-//!   decisions as a pure state machine) and `state` (the supervisor's
-//!   record and the control requests, encoded): plain code, no syscalls.
+//!   decisions as a pure state machine), `state` (the supervisor's
+//!   record and the control requests, encoded) and `lines` (log
+//!   capture's decisions: line ends, cuts, rotation, prefixes): plain
+//!   code, no syscalls.
 //! - `user` (`--user`/`--group` resolved to ids before fork), `identity`
 //!   (whether a PID in a pidfile is the daemon that wrote it), `process`
 //!   (one process handle: signal, wait, escalate; and what a start left
 //!   running, as subreaper), `cli` (the clap definition, value syntax and
 //!   `Mode`; also feeds man/ and completions/).
-//! - `output` (the daemon's log files), `pidfile` (the pidfile, lockfile
+//! - `output` (the daemon's log files, or capture pipes), `pidfile` (the pidfile, lockfile
 //!   and supervisor pidfile, locked through private lock files), `ready`
 //!   (`--wait-ready` and `--ready-fd`: the channels, and the wait).
 //! - `plan`: the command line resolved into a launch plan, before fork.
@@ -23,12 +25,15 @@
 //! - `detach`: the fork-child code: the double fork (or a supervisor's
 //!   single fork) and the daemon's set-up up to exec, which may call only
 //!   async-signal-safe system calls.
+//! - `capture`: log capture in the supervisor: COMMAND's pipes read and
+//!   written to files (rotated, timestamped) and syslog, with backpressure.
 //! - `launch`: starting a process, from the original process's side: a
 //!   plain start, a supervisor's first start, and a supervised start's
 //!   hand-over to its supervisor.
 //! - `supervise`: the supervisor's event loop (one poll; its decisions
 //!   are `machine`'s).
-//! - `control`: `--status`, `--stop`, `--signal`, `--restart-now`.
+//! - `control`: `--status`, `--stop`, `--signal`, `--restart-now`,
+//!   `--reopen-logs`.
 //! - `lib` itself: parse, pick the mode, run it.
 
 #![deny(unsafe_code)]
