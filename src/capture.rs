@@ -22,7 +22,7 @@
 //! fits) are `lines`'s.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,7 @@ use anyhow::{Context, anyhow};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::libc;
+use nix::poll::{PollFd, PollFlags};
 
 use crate::detach::{self, FileStep};
 use crate::lines::{self, Facility, Line, STAMP_LEN, Stamp};
@@ -159,6 +160,8 @@ struct Syslog {
     local_secs: u64,
     offset: i64,
     failing: bool,
+    /// The last send found its queue full: poll for it to be writable.
+    full: bool,
 }
 
 impl Capture {
@@ -659,23 +662,65 @@ impl Capture {
     pub fn holding(&self) -> bool {
         self.streams.iter().any(|s| s.held)
     }
+
+    /// The supervisor is about to exit: everything read, and written
+    /// where a target takes it before `until` (a full disk or syslog
+    /// queue is waited for, in the same poll as ever; what is still held
+    /// then is given up, and said so).
+    pub fn flush(&mut self, until: Instant) {
+        self.drain();
+        while self.holding() && Instant::now() < until {
+            let deadline = self.retry_at.map_or(until, |t| t.min(until));
+            let mut fds = self.fds();
+            let polled = crate::sys::poll_until(&mut fds, Some(deadline));
+            let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+            drop(fds);
+            if polled.is_err() {
+                break;
+            }
+            self.pump(&ready);
+            if self.retry_at.is_some_and(|t| Instant::now() >= t) {
+                self.retry();
+            }
+            if !self.holding() {
+                self.drain();
+            }
+        }
+        if self.holding() {
+            self.notes.push(
+                "exiting with output still held (a full disk, or syslog not reading): \
+                 it is lost"
+                    .to_owned(),
+            );
+        }
+    }
 }
 
 impl Pump for Capture {
-    fn fds(&self) -> Vec<BorrowedFd<'_>> {
-        self.streams
+    fn fds(&self) -> Vec<PollFd<'_>> {
+        let mut fds: Vec<PollFd> = self
+            .streams
             .iter()
             .filter(|s| !s.held)
-            .map(|s| s.read.as_fd())
-            .collect()
+            .map(|s| PollFd::new(s.read.as_fd(), PollFlags::POLLIN))
+            .collect();
+        // A syslog daemon's full queue: writable again when it has read.
+        if let Some(syslog) = self.syslog.as_ref().filter(|s| s.full) {
+            fds.push(PollFd::new(syslog.socket.as_fd(), PollFlags::POLLOUT));
+        }
+        fds
     }
 
     fn pump(&mut self, ready: &[bool]) {
         let polled: Vec<usize> = (0..self.streams.len())
             .filter(|&i| !self.streams[i].held)
             .collect();
+        let syslog_ready = ready.get(polled.len()).copied().unwrap_or(false);
         for (i, _) in polled.into_iter().zip(ready).filter(|(_, r)| **r) {
             self.pump_stream(i);
+        }
+        if syslog_ready {
+            self.retry();
         }
     }
 
@@ -747,6 +792,7 @@ impl Syslog {
             local_secs: u64::MAX,
             offset: 0,
             failing: false,
+            full: false,
         })
     }
 
@@ -768,9 +814,14 @@ impl Syslog {
             pid,
         );
         self.msg.extend_from_slice(text);
+        self.full = false;
         for attempt in 0..2 {
             match self.socket.send(&self.msg) {
                 Ok(_) => return true,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) => {
+                    self.full = true;
+                    return false;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e)
                     if attempt == 0

@@ -88,10 +88,10 @@ pub fn fitting(data: &[u8], room: u64) -> usize {
     memchr::memrchr(b'\n', &data[..limit]).map_or(0, |i| i + 1)
 }
 
-/// `--log-max-size`: bytes, or `K`, `M`, `G` (powers of 1024), at least
-/// 1 KiB (a smaller file could not hold a timestamped line).
+/// `--log-max-size`: bytes, or `K`, `M`, `G` (powers of 1024), more than
+/// zero (a line bigger than the size goes alone into its own file).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    const FORM: &str = "expected a size of at least 1K, like 1048576, 512K, 10M or 1G";
+    const FORM: &str = "expected a size in bytes, or with K, M or G, like 1048576, 512K, 10M or 1G";
     let s = s.trim();
     let (digits, unit) = match s.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], Some(c.to_ascii_uppercase())),
@@ -111,7 +111,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(factor))
-        .filter(|&n| n >= 1024)
+        .filter(|&n| n > 0)
         .ok_or_else(|| FORM.into())
 }
 
@@ -316,7 +316,7 @@ mod tests {
         assert_eq!(parse_size("512K"), Ok(512 << 10));
         assert_eq!(parse_size("2G"), Ok(2 << 30));
         assert_eq!(parse_size("4096"), Ok(4096));
-        for bad in ["", "abc", "1T", "M", "-1", "1.5M", "100", "99999999999G"] {
+        for bad in ["", "abc", "1T", "M", "-1", "1.5M", "0", "99999999999G"] {
             assert!(parse_size(bad).is_err(), "{bad:?}");
         }
     }

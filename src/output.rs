@@ -78,9 +78,9 @@ pub struct Outputs {
 /// on a full one, and it writes out what it read before a failure message
 /// quotes the log.
 pub trait Pump {
-    /// The descriptors to poll for reading, in a fixed order.
-    fn fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>>;
-    /// Reads from each descriptor of [`Pump::fds`] marked ready.
+    /// The descriptors to poll, with their events, in a fixed order.
+    fn fds(&self) -> Vec<nix::poll::PollFd<'_>>;
+    /// Serves each descriptor of [`Pump::fds`] marked ready.
     fn pump(&mut self, ready: &[bool]);
     /// When [`Pump::retry`] is due, if ever.
     fn deadline(&self) -> Option<std::time::Instant>;
@@ -95,7 +95,7 @@ pub trait Pump {
 pub struct NoPump;
 
 impl Pump for NoPump {
-    fn fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+    fn fds(&self) -> Vec<nix::poll::PollFd<'_>> {
         Vec::new()
     }
     fn pump(&mut self, _: &[bool]) {}

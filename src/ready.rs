@@ -316,7 +316,7 @@ impl Readiness {
                 fds.push(PollFd::new(self.channel.fd(), PollFlags::POLLIN));
             }
             let first_pumped = fds.len();
-            fds.extend(pumped.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
+            fds.extend(pumped);
             if let Err(e) = sys::poll_until(&mut fds, wake) {
                 return Verdict::Broken(anyhow!(e).context("cannot wait for the daemon"));
             }
@@ -324,7 +324,6 @@ impl Readiness {
             let (exited, interrupted) = (ready[0], ready[1]);
             let channel_ready = listening && ready[2];
             drop(fds);
-            drop(pumped);
             pump.pump(&ready[first_pumped..]);
             if pump.deadline().is_some_and(|d| Instant::now() >= d) {
                 pump.retry();

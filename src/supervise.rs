@@ -270,14 +270,15 @@ impl Supervisor {
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
         let first_pipe = fds.len();
-        fds.extend(pipes.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)));
+        let count = pipes.len();
+        fds.extend(pipes);
         if let Err(errno) = sys::poll_until(&mut fds, deadline) {
             // Nothing better to do than to look at everything.
             tracing::warn!(%errno, "poll failed");
             return Woke {
                 signals: true,
                 notices: true,
-                pipes: vec![true; pipes.len()],
+                pipes: vec![true; count],
             };
         }
         let ready: Vec<bool> = fds
@@ -483,15 +484,9 @@ impl Supervisor {
         }
         if let Some(capture) = self.capture.as_mut() {
             // Everything read, and (a full disk permitting) written.
-            capture.drain();
-            for _ in 0..FINAL_RETRIES {
-                if !capture.holding() {
-                    break;
-                }
-                std::thread::sleep(crate::capture::RETRY);
-                capture.retry();
-            }
+            capture.flush(Instant::now() + FINAL_FLUSH);
         }
+        self.say_notes();
         self.record.phase = Phase::Done;
         self.write_state();
         // Its drop removes the notification socket and its directory.
@@ -581,9 +576,9 @@ struct Woke {
     pipes: Vec<bool>,
 }
 
-/// How many times (a second apart) held output is tried again as the
+/// How long held output may wait for a full disk or syslog queue as the
 /// supervisor exits, before what is left is given up.
-const FINAL_RETRIES: usize = 5;
+const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The capture settings on the command line.
 fn capture_settings(cli: &Cli, plan: &Plan) -> Settings {
