@@ -248,11 +248,15 @@ impl Supervisor {
             }
             if woke.signals {
                 self.read_signals(now);
-                // A child's end comes as SIGCHLD, which only this reads.
-                self.reap(now);
             }
             if woke.notices {
                 self.read_notices(now);
+            }
+            // A child's end comes as SIGCHLD, which only the signalfd
+            // reads; after the notices, so a READY=1 sent just before the
+            // end counts.
+            if woke.signals {
+                self.reap(now);
             }
             if due {
                 self.handle(Event::Timer, now);
