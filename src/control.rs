@@ -556,13 +556,7 @@ pub fn restart_now(instance: Instance) -> Result<u8, Failure> {
             anyhow!("its supervisor, pid {}, is gone", record.supervisor).context(context),
         )),
         Supervision::None => {
-            let running = match instance.pidfile {
-                Some(path) => match open(path).map_err(Problem::unknown)? {
-                    Some(pf) => !matches!(find(&pf).map_err(Problem::unknown)?, Found::Stale),
-                    None => false,
-                },
-                None => false,
-            };
+            let running = runs_unsupervised(instance)?;
             Err(match running {
                 true => Failure::new(
                     EXIT_FAILURE,
@@ -680,13 +674,7 @@ pub fn reopen_logs(instance: Instance) -> Result<u8, Failure> {
             .context(context),
         )),
         Supervision::None => {
-            let running = match instance.pidfile {
-                Some(path) => match open(path).map_err(Problem::unknown)? {
-                    Some(pf) => !matches!(find(&pf).map_err(Problem::unknown)?, Found::Stale),
-                    None => false,
-                },
-                None => false,
-            };
+            let running = runs_unsupervised(instance)?;
             Err(match running {
                 true => not_captured(),
                 false => Failure::new(
@@ -696,6 +684,18 @@ pub fn reopen_logs(instance: Instance) -> Result<u8, Failure> {
             })
         }
     }
+}
+
+/// Whether the pidfile of an instance without a supervisor names a
+/// running daemon (for the messages of `--restart-now`, `--reopen-logs`).
+fn runs_unsupervised(instance: Instance) -> Result<bool, Failure> {
+    let Some(path) = instance.pidfile else {
+        return Ok(false);
+    };
+    Ok(match open(path).map_err(Problem::unknown)? {
+        Some(pf) => !matches!(find(&pf).map_err(Problem::unknown)?, Found::Stale),
+        None => false,
+    })
 }
 
 /// How long `--reopen-logs` waits for the supervisor to confirm.
