@@ -20,6 +20,14 @@
 //! `supervisor` module):
 //!
 //!     cargo build --release --workspace && cargo run --release -p daemonize-bench -- --supervisor
+//!
+//! `--capture` measures log capture instead: the throughput of `daemonize
+//! -o FILE` through its supervisor (plain, with `--log-timestamps`, with
+//! `--log-max-size 1M`) against `cat > FILE` and the s6, daemontools and
+//! runit loggers when installed, with 200 MB from shared/bench's
+//! producer, and the supervisor's peak RSS (see the `capture` module):
+//!
+//!     cargo build --release --workspace && cargo run --release -p daemonize-bench -- --capture
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
@@ -30,6 +38,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod capture;
+mod procs;
 mod supervisor;
 
 struct Launcher {
@@ -49,6 +59,8 @@ fn main() {
         only,
         daemonize,
         supervisor,
+        capture,
+        bytes,
         probes,
     } = parse_args();
     let dir = std::env::current_exe()
@@ -70,12 +82,23 @@ fn main() {
     let daemonize = daemonize.unwrap_or_else(|| sibling("daemonize"));
     if supervisor {
         std::process::exit(supervisor::main(supervisor::Options {
-            runs,
+            runs: runs.unwrap_or(2000),
             only,
             daemonize,
             probes,
         }));
     }
+    if capture {
+        std::process::exit(capture::main(capture::Options {
+            runs: runs.unwrap_or(3).max(1),
+            only,
+            bytes,
+            daemonize,
+            handoff: sibling("handoff"),
+            probes,
+        }));
+    }
+    let runs = runs.unwrap_or(2000);
     let floor = sibling("floor");
     let ping = sibling("ping");
 
@@ -201,46 +224,60 @@ fn main() {
 }
 
 struct Args {
-    /// Pairs per launcher and limit.
-    runs: usize,
+    /// Pairs per launcher and limit (restarts with --supervisor, rounds
+    /// with --capture); each mode has its default.
+    runs: Option<usize>,
     /// Measure only this launcher besides the floor (`daemonize`...).
     only: Option<String>,
     /// Another daemonize build to measure instead of the sibling binary.
     daemonize: Option<PathBuf>,
     /// Measure the supervisor (`--restart`) instead of the launch.
     supervisor: bool,
-    /// Where the supervisor benchmark's C probes are.
+    /// Measure log capture instead of the launch.
+    capture: bool,
+    /// Bytes the capture benchmark's producer writes.
+    bytes: u64,
+    /// Where the C probes of the supervisor and capture benchmarks are.
     probes: PathBuf,
 }
 
 fn parse_args() -> Args {
     let mut parsed = Args {
-        runs: 2000,
+        runs: None,
         only: None,
         daemonize: None,
         supervisor: false,
+        capture: false,
+        bytes: 200_000_000,
         probes: PathBuf::from("/work/shared/bench"),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--supervisor" {
-            parsed.supervisor = true;
+        if arg == "--supervisor" || arg == "--capture" {
+            parsed.supervisor |= arg == "--supervisor";
+            parsed.capture |= arg == "--capture";
             continue;
         }
         match (arg.as_str(), args.next()) {
-            ("--runs", Some(n)) => parsed.runs = n.parse().expect("--runs N"),
+            ("--runs", Some(n)) => parsed.runs = Some(n.parse().expect("--runs N")),
+            ("--bytes", Some(n)) => parsed.bytes = n.parse().expect("--bytes N"),
             ("--only", Some(name)) => parsed.only = Some(name),
             ("--daemonize", Some(path)) => parsed.daemonize = Some(path.into()),
             ("--probes", Some(dir)) => parsed.probes = dir.into(),
-            _ => {
-                eprintln!(
-                    "usage: daemonize-bench [--runs N] [--only LAUNCHER] [--daemonize PATH]\n       daemonize-bench --supervisor [--runs N] [--only restart|idle] [--daemonize PATH] [--probes DIR]"
-                );
-                std::process::exit(2);
-            }
+            _ => usage(),
         }
     }
+    if parsed.supervisor && parsed.capture {
+        usage();
+    }
     parsed
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: daemonize-bench [--runs N] [--only LAUNCHER] [--daemonize PATH]\n       daemonize-bench --supervisor [--runs N] [--only restart|idle] [--daemonize PATH] [--probes DIR]\n       daemonize-bench --capture [--runs N] [--only LOGGER] [--bytes N] [--daemonize PATH] [--probes DIR]"
+    );
+    std::process::exit(2);
 }
 
 fn open_fifo(path: &Path, mode: libc::c_int) -> File {
@@ -359,6 +396,28 @@ fn which(name: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin", "/sbin"])
         .map(|dir| Path::new(dir).join(name))
         .find(|p| p.exists())
+}
+
+/// Builds `DIR/NAME.c` with `CC -O2 -static` into `OUT/NAME`, the way the
+/// probes in shared/bench are meant to be built.
+fn build_probe(cc: &Path, dir: &Path, name: &str, out: &Path) -> Result<PathBuf, String> {
+    let source = dir.join(format!("{name}.c"));
+    let out = out.join(name);
+    let built = Command::new(cc)
+        .args(["-O2", "-static", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", cc.display()))?;
+    if !built.status.success() {
+        return Err(format!(
+            "building {} failed: {}",
+            source.display(),
+            String::from_utf8_lossy(&built.stderr).trim()
+        ));
+    }
+    Ok(out)
 }
 
 fn machine() -> String {

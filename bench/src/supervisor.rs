@@ -45,11 +45,12 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::procs::{Proc, Signals, Wake, children_by_ppid, read_pid, wait_readable};
 
 pub struct Options {
     /// Restarts measured per supervisor.
@@ -164,23 +165,7 @@ impl Bench {
     }
 
     fn build_probe(&self, cc: &Path, probes: &Path, name: &str) -> R<PathBuf> {
-        let source = probes.join(format!("{name}.c"));
-        let out = self.work.join(name);
-        let built = Command::new(cc)
-            .args(["-O2", "-static", "-o"])
-            .arg(&out)
-            .arg(&source)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", cc.display()))?;
-        if !built.status.success() {
-            return Err(format!(
-                "building {} failed: {}",
-                source.display(),
-                String::from_utf8_lossy(&built.stderr).trim()
-            ));
-        }
-        Ok(out)
+        crate::build_probe(cc, probes, name, &self.work)
     }
 
     // ---- restart latency ------------------------------------------------
@@ -761,15 +746,6 @@ fn parse_strace(report: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn read_pid(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|&pid| pid > 0)
-}
-
 /// A numeric field of /proc/PID/status (the number before any unit).
 fn status_field(pid: i32, name: &str) -> Option<u64> {
     status_field_in(
@@ -822,27 +798,6 @@ fn children(pid: i32) -> Vec<i32> {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect()
-}
-
-/// Every process whose parent is `parent`, from /proc (the children file
-/// lists only one thread's).
-fn children_by_ppid(parent: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| {
-            let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-            (ppid(pid)? == parent).then_some(pid)
-        })
-        .collect()
-}
-
-fn ppid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name, which may hold spaces and parentheses.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 struct Memory {
@@ -913,181 +868,4 @@ fn mappings(pid: i32) -> Option<String> {
             .collect::<Vec<_>>()
             .join(", "),
     )
-}
-
-// ---- pidfds and interrupts ------------------------------------------------
-
-/// A process held by a pidfd: signalled and waited for without PID reuse.
-struct Proc {
-    name: String,
-    pid: i32,
-    fd: OwnedFd,
-    /// Ours to reap (our child when opened).
-    child: bool,
-}
-
-impl Proc {
-    fn open(name: &str, pid: i32) -> R<Proc> {
-        // SAFETY: pidfd_open takes a PID and flags, and returns a new
-        // descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return Err(format!(
-                "pidfd_open {pid} ({name}): {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        // SAFETY: a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-        let child = ppid(pid) == Some(std::process::id() as i32);
-        Ok(Proc {
-            name: name.to_owned(),
-            pid,
-            fd,
-            child,
-        })
-    }
-
-    fn signal(&self, signal: libc::c_int) -> std::io::Result<()> {
-        // SAFETY: pidfd_send_signal on our pidfd, with no siginfo.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.fd.as_raw_fd(),
-                signal,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        let error = std::io::Error::last_os_error();
-        match rc {
-            0 => Ok(()),
-            _ if error.raw_os_error() == Some(libc::ESRCH) => Ok(()),
-            _ => Err(error),
-        }
-    }
-
-    fn exited(&self) -> bool {
-        self.wait(Duration::ZERO)
-    }
-
-    /// Waits (not interruptibly) up to `timeout` for the end; true if ended.
-    fn wait(&self, timeout: Duration) -> bool {
-        matches!(
-            wait_readable(Some(self.fd.as_raw_fd()), None, timeout),
-            Ok(Wake::Ready)
-        )
-    }
-
-    /// Reaps it if it is our child and has ended; its wait status.
-    fn reap(&self) -> Option<i32> {
-        if !self.child {
-            return None;
-        }
-        let mut status = 0;
-        // SAFETY: waitpid on our own child, writing into a local.
-        let rc = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-        (rc == self.pid).then(|| {
-            if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                128 + libc::WTERMSIG(status)
-            }
-        })
-    }
-}
-
-/// SIGINT and SIGTERM, caught and turned into a byte on a pipe (the
-/// read end is this), so that every wait of the benchmark ends on them and
-/// the cleanup still runs. Caught rather than blocked: a blocked mask, unlike
-/// a handler, would be inherited by every program started (std's Command
-/// keeps it), strace included, which then cannot be stopped with SIGINT.
-struct Signals(OwnedFd);
-
-/// The pipe's write end, for the handler.
-static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
-    // SAFETY: write(2) is async-signal-safe; the buffer is a static byte.
-    // The pipe is non-blocking: a full one already says enough.
-    unsafe { libc::write(fd, c"!".as_ptr().cast(), 1) };
-}
-
-impl Signals {
-    fn catch() -> std::io::Result<Signals> {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: pipe2 writes two descriptors into the local array.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: two new descriptors that nothing else owns; the write end
-        // is kept open for the rest of the process's life, for the handler.
-        let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
-        SIGNAL_PIPE.store(fds[1], Ordering::Relaxed);
-        for signal in [libc::SIGINT, libc::SIGTERM] {
-            // SAFETY: a zeroed sigaction with a handler that only calls
-            // write(2); sigaction reads it.
-            let rc = unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-                action.sa_flags = libc::SA_RESTART;
-                libc::sigemptyset(&mut action.sa_mask);
-                libc::sigaction(signal, &action, std::ptr::null_mut())
-            };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(Signals(read))
-    }
-
-    /// Sleeps for `duration`, or until SIGINT or SIGTERM (an error).
-    fn sleep(&self, duration: Duration) -> R<()> {
-        wait_readable(None, Some(self), duration).map(|_| ())
-    }
-}
-
-enum Wake {
-    Ready,
-    Timeout,
-}
-
-/// Polls `fd` for input for at most `timeout`; SIGINT or SIGTERM pending on
-/// `signals` is an error.
-fn wait_readable(fd: Option<RawFd>, signals: Option<&Signals>, timeout: Duration) -> R<Wake> {
-    let deadline = Instant::now() + timeout;
-    let mut fds = Vec::with_capacity(2);
-    for fd in [fd, signals.map(|s| s.0.as_raw_fd())].into_iter().flatten() {
-        fds.push(libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        });
-    }
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        // Rounded up, so that a wait never returns early.
-        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        // SAFETY: `fds` is a valid array of fds.len() pollfds.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if n < 0 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(format!("poll: {error}"));
-        }
-        let ready =
-            |wanted: Option<RawFd>| fds.iter().any(|p| Some(p.fd) == wanted && p.revents != 0);
-        if ready(signals.map(|s| s.0.as_raw_fd())) {
-            return Err("interrupted".into());
-        }
-        if ready(fd) {
-            return Ok(Wake::Ready);
-        }
-        if n == 0 && Instant::now() >= deadline {
-            return Ok(Wake::Timeout);
-        }
-    }
 }
